@@ -1,0 +1,261 @@
+"""Unit configuration: one YAML file per edge unit, validated strictly.
+
+`extra="forbid"` everywhere: a typo in a field name at a gate must fail loudly at start-up
+(`gatewatch edge --validate-config`), not silently fall back to a default.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from pathlib import Path
+from typing import Annotated, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator, model_validator
+
+from edge import EdgeError
+from wire.payloads import VehicleClass
+from wire.topics import ID_PATTERN
+
+Id = Annotated[str, Field(pattern=ID_PATTERN)]
+Norm = Annotated[float, Field(ge=0.0, le=1.0)]
+Point = tuple[Norm, Norm]
+
+#: COCO class names -> gate classes; everything else (people, clocks, trains...) is dropped.
+DEFAULT_CLASS_MAP: dict[str, VehicleClass] = {
+    "car": VehicleClass.CAR,
+    "truck": VehicleClass.TRUCK,
+    "bus": VehicleClass.BUS,
+    "motorcycle": VehicleClass.MOTORBIKE,
+}
+
+
+class ConfigError(EdgeError):
+    """The config file is missing, unparsable or invalid."""
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class SourceConfig(_Strict):
+    """Where frames come from. Exactly one kind per unit camera."""
+
+    kind: Literal["file", "rtsp", "usb", "picamera"] = Field(
+        "file", title="Source kind", description="file (replay), rtsp/http stream, usb index, or picamera2"
+    )
+    path: str | None = Field(None, title="File path or stream URL", description="for file and rtsp")
+    index: int = Field(0, ge=0, title="USB device index", description="for usb")
+    realtime: bool = Field(
+        False, title="Replay at recorded speed", description="file only: pace frames by their timestamps"
+    )
+    reconnect_initial_s: float = Field(1.0, gt=0, title="First reconnect delay", description="live sources")
+    reconnect_max_s: float = Field(30.0, gt=0, title="Longest reconnect delay", description="backoff cap")
+    open_timeout_s: float = Field(10.0, gt=0, title="Open timeout", description="how long a first open may take")
+    width: int | None = Field(None, gt=0, title="Capture width", description="usb/picamera only")
+    height: int | None = Field(None, gt=0, title="Capture height", description="usb/picamera only")
+
+    @model_validator(mode="after")
+    def _needs_path(self) -> SourceConfig:
+        if self.kind in ("file", "rtsp") and not self.path:
+            raise ValueError(f"source.path is required for kind {self.kind!r}")
+        return self
+
+
+class LineConfig(_Strict):
+    """A counting line in normalised image coordinates; `a` -> `b` orientation names the sides."""
+
+    a: Point = Field(title="Line start", description="(x, y), 0..1, origin top-left")
+    b: Point = Field(title="Line end", description="(x, y), 0..1")
+    band: float = Field(
+        0.03, ge=0.0, le=0.3, title="Tolerance band",
+        description="half-width of the dead band around the line, as a share of the frame diagonal; a count "
+        "needs a full traverse from one side of the band to the other",
+    )
+
+    @model_validator(mode="after")
+    def _not_degenerate(self) -> LineConfig:
+        if self.a == self.b:
+            raise ValueError("line a and b must differ")
+        return self
+
+
+class LaneConfig(_Strict):
+    id: Id = Field(title="Lane id", description="used in topics and InfluxDB tags")
+    line: LineConfig
+    directions: tuple[Id, Id] = Field(
+        ("in", "out"), title="Direction names",
+        description="(name for crossing from the left of a->b to its right, name for right to left); "
+        "in image coordinates (y down) 'left of a->b' is the side its left-hand normal points to",
+    )
+    queue_zone: list[Point] | None = Field(
+        None, min_length=3, title="Queue zone polygon",
+        description="where vehicles wait before the line; omit to skip queue metrics",
+    )
+    stationary_px_s: float = Field(
+        0.02, gt=0, title="Stationary speed",
+        description="a vehicle slower than this (share of frame diagonal per second) counts as stopped",
+    )
+
+
+class ModelConfig(_Strict):
+    path: Path = Field(
+        Path("../shared/models/yolov8n.pt"), title="Model path",
+        description="any format ultralytics loads: .pt, .onnx, .tflite, NCNN folder; never a bare name",
+    )
+    imgsz: int = Field(640, ge=64, le=1920, multiple_of=32, title="Inference image size")
+    conf: float = Field(0.25, gt=0, lt=1, title="Confidence threshold")
+    iou: float = Field(0.7, gt=0, lt=1, title="NMS IoU threshold")
+    tracker: str = Field("bytetrack.yaml", title="Tracker config", description="ultralytics tracker yaml")
+    vid_stride: int = Field(1, ge=1, le=10, title="Frame stride", description="process every n-th frame")
+    max_box_share: float = Field(
+        0.5, gt=0, le=1, title="Largest plausible box",
+        description="boxes covering more than this share of the frame are dropped (empty-road false positives)",
+    )
+    class_map: dict[str, VehicleClass] = Field(
+        default_factory=lambda: dict(DEFAULT_CLASS_MAP), title="Class map",
+        description="model class name -> gate class; unmapped classes are dropped",
+    )
+
+    @field_validator("path")
+    @classmethod
+    def _real_path(cls, v: Path) -> Path:
+        if len(v.parts) == 1 and v.suffix in {".pt", ".onnx", ".tflite"}:
+            raise ValueError(f"{v} is a bare name; give a real path (ultralytics would try to download it)")
+        return v
+
+
+class CountingConfig(_Strict):
+    window_s: float = Field(10.0, gt=0, le=3600, title="Window length", description="aligned to the wall clock")
+    track_ttl_s: float = Field(
+        3.0, gt=0, title="Track expiry", description="forget a track not seen for this long (bounds memory)"
+    )
+    id_switch_guard_s: float = Field(
+        1.0, ge=0, title="Id-switch guard",
+        description="a new track appearing just past the line this soon after another crossed there "
+        "is taken to be the same vehicle",
+    )
+    id_switch_guard_dist: float = Field(0.06, ge=0, le=1, title="Id-switch guard distance")
+    events: bool = Field(False, title="Publish per-crossing events")
+
+
+class MqttConfig(_Strict):
+    host: str = Field("127.0.0.1", title="Broker host")
+    port: int = Field(1883, gt=0, lt=65536, title="Broker port")
+    username: str | None = Field(None, title="Username")
+    password: SecretStr | None = Field(
+        None, title="Password", description="or set GATEWATCH_MQTT_PASSWORD; never logged"
+    )
+    tls_ca: Path | None = Field(None, title="CA certificate", description="enables TLS")
+    tls_cert: Path | None = Field(None, title="Client certificate")
+    tls_key: Path | None = Field(None, title="Client key")
+    keepalive_s: int = Field(30, ge=5, le=3600, title="Keepalive")
+    session_expiry_s: int = Field(7 * 24 * 3600, ge=0, title="Session expiry")
+    reconnect_min_s: float = Field(1.0, gt=0, title="First reconnect delay")
+    reconnect_max_s: float = Field(60.0, gt=0, title="Longest reconnect delay")
+    drain_rate_per_s: float = Field(200.0, gt=0, title="Backlog drain rate", description="records/s after reconnect")
+    max_inflight: int = Field(20, ge=1, le=1000, title="Unacknowledged messages in flight")
+
+    def password_value(self) -> str | None:
+        env = os.environ.get("GATEWATCH_MQTT_PASSWORD")
+        if env:
+            return env
+        return self.password.get_secret_value() if self.password else None
+
+
+class OutboxConfig(_Strict):
+    path: Path = Field(Path("/var/lib/gatewatch/outbox.sqlite3"), title="Outbox file")
+    max_bytes: int = Field(256 * 1024 * 1024, ge=64 * 1024, title="Disk bound", description="oldest dropped first")
+
+
+class HealthConfig(_Strict):
+    interval_s: float = Field(30.0, gt=0, le=3600, title="Health interval")
+
+
+class LaneSignalConfig(_Strict):
+    lane: Id
+    red: int = Field(ge=0, le=40, title="Red LED pin (BCM)")
+    amber: int = Field(ge=0, le=40, title="Amber LED pin (BCM)")
+    green: int = Field(ge=0, le=40, title="Green LED pin (BCM)")
+
+
+class LoopSensorConfig(_Strict):
+    lane: Id
+    pin: int = Field(ge=0, le=40, title="Sensor input pin (BCM)")
+    pull_up: bool = Field(False, title="Enable pull-up")
+    bounce_s: float = Field(0.05, ge=0, le=2, title="Debounce time")
+
+
+class GpioConfig(_Strict):
+    status_led: int | None = Field(None, ge=0, le=40, title="Unit status LED pin (BCM)")
+    lane_signals: list[LaneSignalConfig] = Field(default_factory=list, title="Lane signal lights")
+    loop_sensors: list[LoopSensorConfig] = Field(default_factory=list, title="Loop / beam-break sensors")
+    alert_stale_s: float = Field(90.0, gt=0, title="Alert staleness", description="beyond this, show unknown")
+
+
+class UnitConfig(_Strict):
+    gate: Id = Field(title="Gate id", description="e.g. huu-nghi")
+    unit: Id = Field(title="Unit id", description="unique within the gate")
+    source: SourceConfig
+    lanes: list[LaneConfig] = Field(min_length=1, title="Lanes")
+    model: ModelConfig = Field(default_factory=ModelConfig)
+    counting: CountingConfig = Field(default_factory=CountingConfig)
+    mqtt: MqttConfig = Field(default_factory=MqttConfig)
+    outbox: OutboxConfig = Field(default_factory=OutboxConfig)
+    health: HealthConfig = Field(default_factory=HealthConfig)
+    gpio: GpioConfig = Field(default_factory=GpioConfig)
+
+    @model_validator(mode="after")
+    def _unique_lanes(self) -> UnitConfig:
+        ids = [lane.id for lane in self.lanes]
+        if len(ids) != len(set(ids)):
+            raise ValueError(f"lane ids must be unique, got {ids}")
+        for ref in [*self.gpio.lane_signals, *self.gpio.loop_sensors]:
+            if ref.lane not in ids:
+                raise ValueError(f"gpio refers to unknown lane {ref.lane!r}")
+        return self
+
+    def config_hash(self) -> str:
+        """Short hash published in `status`, so operators can tell which config a unit runs."""
+        dumped = self.model_dump_json(exclude={"mqtt": {"password"}})
+        return hashlib.sha256(dumped.encode()).hexdigest()[:16]
+
+
+def format_validation_error(exc: ValidationError, source: str) -> str:
+    lines = [f"{source}: {exc.error_count()} error(s)"]
+    for err in exc.errors():
+        loc = ".".join(str(p) for p in err["loc"]) or "<root>"
+        lines.append(f"  {loc}: {err['msg']}")
+    return "\n".join(lines)
+
+
+def load_config(path: Path | str, base_dir: Path | None = None) -> UnitConfig:
+    """Read and validate a unit config; relative paths in it resolve against the file's folder."""
+    path = Path(path)
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except FileNotFoundError:
+        raise ConfigError(f"config file not found: {path}") from None
+    except (OSError, yaml.YAMLError) as exc:
+        raise ConfigError(f"cannot read config {path}: {exc}") from None
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{path}: expected a mapping at the top level")
+    try:
+        cfg = UnitConfig.model_validate(raw)
+    except ValidationError as exc:
+        raise ConfigError(format_validation_error(exc, str(path))) from None
+    return resolve_paths(cfg, base_dir or path.parent)
+
+
+def resolve_paths(cfg: UnitConfig, base: Path) -> UnitConfig:
+    def fix(p: Path) -> Path:
+        return p if p.is_absolute() else (base / p).resolve()
+
+    src = cfg.source
+    if src.kind == "file" and src.path and not Path(src.path).is_absolute():
+        src = src.model_copy(update={"path": str(fix(Path(src.path)))})
+    model = cfg.model
+    env_model = os.environ.get("GATEWATCH_MODEL")
+    model_path = Path(env_model) if env_model else fix(model.path)
+    return cfg.model_copy(update={"source": src, "model": model.model_copy(update={"path": model_path})})

@@ -1,0 +1,1 @@
+"""Command-line entry point that joins the edge and server command sets."""

@@ -1,0 +1,74 @@
+"""MQTT topic names, versioned and scoped by gate and unit.
+
+Topics carry identity (gate, unit, lane) so the broker's per-unit ACLs can be written as
+plain patterns (`gatewatch/v1/<gate>/<unit>/#`) and the server can check that a payload's
+claimed identity matches where it was published.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from enum import StrEnum
+
+from wire.errors import WireError
+
+PREFIX = "gatewatch/v1"
+DEAD_LETTER = f"{PREFIX}/_deadletter"
+SERVER_HEALTH = f"{PREFIX}/_server/health"
+ALL_UNITS = f"{PREFIX}/+/+/+"
+
+#: ids that appear in topics and InfluxDB tags: short, lowercase, no MQTT wildcards or separators.
+ID_PATTERN = r"^[a-z0-9][a-z0-9_-]{0,39}$"
+_ID_RE = re.compile(ID_PATTERN)
+
+
+class TopicKind(StrEnum):
+    COUNTS = "counts"
+    EVENTS = "events"
+    STATUS = "status"
+    HEALTH = "health"
+    ALERT = "alert"
+
+
+#: what a unit publishes; `alert` is published by the server under <gate>/<lane>/alert.
+UNIT_KINDS = frozenset({TopicKind.COUNTS, TopicKind.EVENTS, TopicKind.STATUS, TopicKind.HEALTH})
+
+
+def check_id(value: str, what: str = "id") -> str:
+    if not _ID_RE.match(value):
+        raise WireError("bad_id", f"{what} {value!r} must match {ID_PATTERN}")
+    return value
+
+
+@dataclass(frozen=True, slots=True)
+class Topic:
+    """A parsed topic: `gatewatch/v1/<gate>/<scope>/<kind>`, scope being a unit or, for alerts, a lane."""
+
+    gate: str
+    scope: str
+    kind: TopicKind
+
+    def __str__(self) -> str:
+        return f"{PREFIX}/{self.gate}/{self.scope}/{self.kind.value}"
+
+    @classmethod
+    def unit(cls, gate: str, unit: str, kind: TopicKind) -> Topic:
+        if kind not in UNIT_KINDS:
+            raise WireError("bad_topic", f"{kind} is not a unit topic")
+        return cls(check_id(gate, "gate"), check_id(unit, "unit"), kind)
+
+    @classmethod
+    def alert(cls, gate: str, lane: str) -> Topic:
+        return cls(check_id(gate, "gate"), check_id(lane, "lane"), TopicKind.ALERT)
+
+    @classmethod
+    def parse(cls, topic: str) -> Topic:
+        parts = topic.split("/")
+        if len(parts) != 5 or "/".join(parts[:2]) != PREFIX:
+            raise WireError("bad_topic", f"{topic!r} is not {PREFIX}/<gate>/<unit>/<kind>")
+        try:
+            kind = TopicKind(parts[4])
+        except ValueError:
+            raise WireError("bad_topic", f"unknown topic kind {parts[4]!r}") from None
+        return cls(check_id(parts[2], "gate"), check_id(parts[3], "unit or lane"), kind)
