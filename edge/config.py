@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Annotated, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator, model_validator
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator, model_validator
 
 from edge import EdgeError
 from wire.payloads import VehicleClass
@@ -49,6 +49,11 @@ class SourceConfig(_Strict):
     index: int = Field(0, ge=0, title="USB device index", description="for usb")
     realtime: bool = Field(
         False, title="Replay at recorded speed", description="file only: pace frames by their timestamps"
+    )
+    start_time: AwareDatetime | None = Field(
+        None, title="Replay start time",
+        description="file only: wall-clock time of the first frame; default: when the replay starts, "
+        "floored to the window. Fix it to make replays reproducible",
     )
     reconnect_initial_s: float = Field(1.0, gt=0, title="First reconnect delay", description="live sources")
     reconnect_max_s: float = Field(30.0, gt=0, title="Longest reconnect delay", description="backoff cap")
