@@ -91,8 +91,9 @@ class LaneConfig(_Strict):
     line: LineConfig
     directions: tuple[Id, Id] = Field(
         ("in", "out"), title="Direction names",
-        description="(name for crossing from the left of a->b to its right, name for right to left); "
-        "in image coordinates (y down) 'left of a->b' is the side its left-hand normal points to",
+        description="(name for motion along the line's clockwise normal on screen, name for the opposite); "
+        "for a line drawn left to right the first is 'moving down the image', for a line drawn top to "
+        "bottom it is 'moving left'",
     )
     queue_zone: list[Point] | None = Field(
         None, min_length=3, title="Queue zone polygon",
@@ -112,6 +113,11 @@ class ModelConfig(_Strict):
     imgsz: int = Field(640, ge=64, le=1920, multiple_of=32, title="Inference image size")
     conf: float = Field(0.25, gt=0, lt=1, title="Confidence threshold")
     iou: float = Field(0.7, gt=0, lt=1, title="NMS IoU threshold")
+    vehicle_head: bool = Field(
+        True, title="Vehicle-only head",
+        description="cut a .pt model's class head to the mapped classes, so a vehicle's best class is "
+        "chosen among vehicles only (top-down cars otherwise score as 'airplane' and are lost)",
+    )
     tracker: str = Field("bytetrack.yaml", title="Tracker config", description="ultralytics tracker yaml")
     vid_stride: int = Field(1, ge=1, le=10, title="Frame stride", description="process every n-th frame")
     max_box_share: float = Field(

@@ -1,0 +1,158 @@
+"""Line-crossing counts that survive stop-and-go traffic at a border gate.
+
+A truck that creeps up to the line, stops on it and jitters back and forth must count once;
+a tracker id switch right at the line must not add a second count. So:
+- the reference point is the box's bottom-centre (on the road);
+- a tolerance band around the line: only a full traverse from one side of the band to the
+  other counts, and only if it happens within the line segment;
+- each track counts at most once per line;
+- a new id that appears near the line right where another track vanished takes over that
+  track's state (side, counted flag, class votes, queue entry), so an id switch neither adds
+  a count nor loses one;
+- tracks unseen for `track_ttl_s` are pruned, so state stays bounded over days of running.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+from edge.config import CountingConfig, LaneConfig
+from edge.detections import Detections, FloatArray
+from edge.geometry import LineGeometry, Zone
+from wire.payloads import VehicleClass
+
+#: how far past the segment ends a crossing still counts, as a share of the segment length
+SEGMENT_MARGIN = 0.05
+SPEED_SMOOTHING = 0.5
+
+
+@dataclass(slots=True)
+class TrackState:
+    track_id: int
+    first_seen: float
+    last_seen: float
+    x: float
+    y: float
+    side: int = 0  # last side seen beyond the band: +1 / -1, 0 = not yet
+    counted: bool = False
+    votes: dict[VehicleClass, float] = field(default_factory=dict)
+    speed: float | None = None  # share of the frame diagonal per second, smoothed
+    vx: float = 0.0  # px/s, smoothed: to predict where a lost track has got to
+    vy: float = 0.0
+    zone_enter: float | None = None
+    in_zone: bool = False
+
+    def vote(self, cls: VehicleClass, conf: float) -> None:
+        self.votes[cls] = self.votes.get(cls, 0.0) + conf
+
+    @property
+    def vehicle_class(self) -> VehicleClass:
+        """Confidence-weighted majority over the track's life: a truck seen as 'car' in one
+        frame stays a truck."""
+        return max(self.votes.items(), key=lambda kv: kv[1])[0] if self.votes else VehicleClass.CAR
+
+
+@dataclass(frozen=True, slots=True)
+class Crossing:
+    lane: str
+    track_id: int
+    vehicle_class: VehicleClass
+    direction: str
+    t: float
+    wait_s: float | None
+
+
+class LaneCounter:
+    """Counts crossings of one lane's line and tracks who is in its queue zone."""
+
+    def __init__(self, lane: LaneConfig, counting: CountingConfig, width: int, height: int) -> None:
+        self.lane = lane
+        self.cfg = counting
+        self.line = LineGeometry.from_config(lane.line, width, height)
+        self.zone = Zone(lane.queue_zone, width, height) if lane.queue_zone else None
+        self.tracks: dict[int, TrackState] = {}
+        self._guard_px = counting.id_switch_guard_dist * self.line.diag
+
+    def update(self, dets: Detections, t: float) -> list[Crossing]:
+        points = dets.reference_points()
+        crossings: list[Crossing] = []
+        seen = {int(i) for i in dets.track_id}
+        new: list[int] = []
+        for k, tid in enumerate(int(i) for i in dets.track_id):
+            if tid in self.tracks:
+                crossings.extend(self._observe(self.tracks[tid], dets, k, points, t))
+            else:
+                new.append(k)
+        # new ids after known ones, so "vanished this frame" is known when matching
+        for k in new:
+            tid = int(dets.track_id[k])
+            x, y = float(points[k][0]), float(points[k][1])
+            state = self._inherit(tid, x, y, t, seen) or TrackState(tid, t, t, x, y)
+            self.tracks[tid] = state
+            crossings.extend(self._observe(state, dets, k, points, t))
+        self._prune(t)
+        return crossings
+
+    def _inherit(self, tid: int, x: float, y: float, t: float, seen: set[int]) -> TrackState | None:
+        """Id-switch guard: take over the state of a track that vanished within the guard time
+        and whose motion-predicted position is where the new id appeared.
+
+        Prediction matters for moving traffic (a weakly detected car can vanish for half a
+        second and reappear 100 px on, past the line); for stopped trucks the prediction is
+        simply where they stood.
+        """
+        if self.cfg.id_switch_guard_s <= 0:
+            return None
+        best: TrackState | None = None
+        best_d = self._guard_px
+        for old in self.tracks.values():
+            gap = t - old.last_seen
+            if old.track_id in seen or gap > self.cfg.id_switch_guard_s:
+                continue
+            d = math.hypot(old.x + old.vx * gap - x, old.y + old.vy * gap - y)
+            if d <= best_d:
+                best, best_d = old, d
+        if best is None:
+            return None
+        del self.tracks[best.track_id]
+        best.track_id = tid
+        return best
+
+    def _observe(self, s: TrackState, dets: Detections, k: int, points: FloatArray, t: float) -> list[Crossing]:
+        x, y = float(points[k][0]), float(points[k][1])
+        dt = t - s.last_seen
+        if dt > 0:
+            vx, vy = (x - s.x) / dt, (y - s.y) / dt
+            v = math.hypot(vx, vy) / self.line.diag
+            first = s.speed is None
+            a = 1.0 if first else SPEED_SMOOTHING
+            s.speed = v if s.speed is None else a * v + (1 - a) * s.speed
+            s.vx, s.vy = a * vx + (1 - a) * s.vx, a * vy + (1 - a) * s.vy
+        s.x, s.y, s.last_seen = x, y, t
+        s.vote(dets.vehicle_class[k], float(dets.confidence[k]))
+        if self.zone is not None:
+            s.in_zone = self.zone.contains(x, y)
+            if s.in_zone and s.zone_enter is None and not s.counted:
+                s.zone_enter = t
+        side = self.line.side(x, y)
+        if side == 0:
+            return []
+        out: list[Crossing] = []
+        if s.side == -side and not s.counted and -SEGMENT_MARGIN <= self.line.along(x, y) <= 1 + SEGMENT_MARGIN:
+            s.counted = True
+            direction = self.lane.directions[0] if side > 0 else self.lane.directions[1]
+            wait = t - s.zone_enter if s.zone_enter is not None else None
+            out.append(Crossing(self.lane.id, s.track_id, s.vehicle_class, direction, t, wait))
+            s.in_zone = False
+        s.side = side
+        return out
+
+    def _prune(self, t: float) -> None:
+        ttl = max(self.cfg.track_ttl_s, self.cfg.id_switch_guard_s)
+        for tid in [tid for tid, s in self.tracks.items() if t - s.last_seen > ttl]:
+            del self.tracks[tid]
+
+    def present(self, t: float) -> list[TrackState]:
+        """Tracks seen in the latest frame."""
+        return [s for s in self.tracks.values() if s.last_seen == t]
