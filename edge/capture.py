@@ -63,8 +63,15 @@ class FrameSource(Protocol):
 class FileSource:
     """Replay a recorded file, as fast as possible or at recorded speed."""
 
-    def __init__(self, path: str | Path, start: float, stride: int = 1, realtime: bool = False,
-                 sleep: Callable[[float], None] = time.sleep, clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(
+        self,
+        path: str | Path,
+        start: float,
+        stride: int = 1,
+        realtime: bool = False,
+        sleep: Callable[[float], None] = time.sleep,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self.path = Path(path)
         if not self.path.is_file():
             raise CaptureError(f"video not found: {self.path}")
@@ -127,8 +134,13 @@ class FileSource:
 class LiveSource:
     """RTSP/HTTP/USB through OpenCV, reconnecting with exponential backoff when it drops."""
 
-    def __init__(self, cfg: SourceConfig, opener: Callable[[], Any] | None = None,
-                 clock: Callable[[], float] = time.time, sleep: Callable[[float], None] = time.sleep) -> None:
+    def __init__(
+        self,
+        cfg: SourceConfig,
+        opener: Callable[[], Any] | None = None,
+        clock: Callable[[], float] = time.time,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
         self.cfg = cfg
         self._opener = opener or self._open_cv
         self._clock, self._sleep = clock, sleep
@@ -223,7 +235,9 @@ class PiCameraSource:
         try:
             from picamera2 import Picamera2  # type: ignore[import-not-found]
         except ImportError:
-            raise CaptureError("source kind 'picamera' needs picamera2 (apt install python3-picamera2)") from None
+            raise CaptureError(
+                "source kind 'picamera' needs picamera2 (apt install python3-picamera2)"
+            ) from None
         self._cam = Picamera2()
         size = (cfg.width or 1280, cfg.height or 720)
         self._cam.configure(self._cam.create_video_configuration(main={"size": size, "format": "RGB888"}))

@@ -12,7 +12,16 @@ from pathlib import Path
 from typing import Annotated, Literal
 
 import yaml
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator, model_validator
+from pydantic import (
+    AwareDatetime,
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from edge import EdgeError
 from wire.payloads import VehicleClass
@@ -51,13 +60,16 @@ class SourceConfig(_Strict):
         False, title="Replay at recorded speed", description="file only: pace frames by their timestamps"
     )
     start_time: AwareDatetime | None = Field(
-        None, title="Replay start time",
+        None,
+        title="Replay start time",
         description="file only: wall-clock time of the first frame; default: when the replay starts, "
         "floored to the window. Fix it to make replays reproducible",
     )
     reconnect_initial_s: float = Field(1.0, gt=0, title="First reconnect delay", description="live sources")
     reconnect_max_s: float = Field(30.0, gt=0, title="Longest reconnect delay", description="backoff cap")
-    open_timeout_s: float = Field(10.0, gt=0, title="Open timeout", description="how long a first open may take")
+    open_timeout_s: float = Field(
+        10.0, gt=0, title="Open timeout", description="how long a first open may take"
+    )
     width: int | None = Field(None, gt=0, title="Capture width", description="usb/picamera only")
     height: int | None = Field(None, gt=0, title="Capture height", description="usb/picamera only")
 
@@ -74,7 +86,10 @@ class LineConfig(_Strict):
     a: Point = Field(title="Line start", description="(x, y), 0..1, origin top-left")
     b: Point = Field(title="Line end", description="(x, y), 0..1")
     band: float = Field(
-        0.03, ge=0.0, le=0.3, title="Tolerance band",
+        0.03,
+        ge=0.0,
+        le=0.3,
+        title="Tolerance band",
         description="half-width of the dead band around the line, as a share of the frame diagonal; a count "
         "needs a full traverse from one side of the band to the other",
     )
@@ -90,42 +105,53 @@ class LaneConfig(_Strict):
     id: Id = Field(title="Lane id", description="used in topics and InfluxDB tags")
     line: LineConfig
     directions: tuple[Id, Id] = Field(
-        ("in", "out"), title="Direction names",
+        ("in", "out"),
+        title="Direction names",
         description="(name for motion along the line's clockwise normal on screen, name for the opposite); "
         "for a line drawn left to right the first is 'moving down the image', for a line drawn top to "
         "bottom it is 'moving left'",
     )
     queue_zone: list[Point] | None = Field(
-        None, min_length=3, title="Queue zone polygon",
+        None,
+        min_length=3,
+        title="Queue zone polygon",
         description="where vehicles wait before the line; omit to skip queue metrics",
     )
     stationary_px_s: float = Field(
-        0.02, gt=0, title="Stationary speed",
+        0.02,
+        gt=0,
+        title="Stationary speed",
         description="a vehicle slower than this (share of frame diagonal per second) counts as stopped",
     )
 
 
 class ModelConfig(_Strict):
     path: Path = Field(
-        Path("../shared/models/yolov8n.pt"), title="Model path",
+        Path("../shared/models/yolov8n.pt"),
+        title="Model path",
         description="any format ultralytics loads: .pt, .onnx, .tflite, NCNN folder; never a bare name",
     )
     imgsz: int = Field(640, ge=64, le=1920, multiple_of=32, title="Inference image size")
     conf: float = Field(0.25, gt=0, lt=1, title="Confidence threshold")
     iou: float = Field(0.7, gt=0, lt=1, title="NMS IoU threshold")
     vehicle_head: bool = Field(
-        True, title="Vehicle-only head",
+        True,
+        title="Vehicle-only head",
         description="cut a .pt model's class head to the mapped classes, so a vehicle's best class is "
         "chosen among vehicles only (top-down cars otherwise score as 'airplane' and are lost)",
     )
     tracker: str = Field("bytetrack.yaml", title="Tracker config", description="ultralytics tracker yaml")
     vid_stride: int = Field(1, ge=1, le=10, title="Frame stride", description="process every n-th frame")
     max_box_share: float = Field(
-        0.5, gt=0, le=1, title="Largest plausible box",
+        0.5,
+        gt=0,
+        le=1,
+        title="Largest plausible box",
         description="boxes covering more than this share of the frame are dropped (empty-road false positives)",
     )
     class_map: dict[str, VehicleClass] = Field(
-        default_factory=lambda: dict(DEFAULT_CLASS_MAP), title="Class map",
+        default_factory=lambda: dict(DEFAULT_CLASS_MAP),
+        title="Class map",
         description="model class name -> gate class; unmapped classes are dropped",
     )
 
@@ -138,12 +164,16 @@ class ModelConfig(_Strict):
 
 
 class CountingConfig(_Strict):
-    window_s: float = Field(10.0, gt=0, le=3600, title="Window length", description="aligned to the wall clock")
+    window_s: float = Field(
+        10.0, gt=0, le=3600, title="Window length", description="aligned to the wall clock"
+    )
     track_ttl_s: float = Field(
         3.0, gt=0, title="Track expiry", description="forget a track not seen for this long (bounds memory)"
     )
     id_switch_guard_s: float = Field(
-        1.0, ge=0, title="Id-switch guard",
+        1.0,
+        ge=0,
+        title="Id-switch guard",
         description="a new track appearing just past the line this soon after another crossed there "
         "is taken to be the same vehicle",
     )
@@ -165,7 +195,9 @@ class MqttConfig(_Strict):
     session_expiry_s: int = Field(7 * 24 * 3600, ge=0, title="Session expiry")
     reconnect_min_s: float = Field(1.0, gt=0, title="First reconnect delay")
     reconnect_max_s: float = Field(60.0, gt=0, title="Longest reconnect delay")
-    drain_rate_per_s: float = Field(200.0, gt=0, title="Backlog drain rate", description="records/s after reconnect")
+    drain_rate_per_s: float = Field(
+        200.0, gt=0, title="Backlog drain rate", description="records/s after reconnect"
+    )
     max_inflight: int = Field(20, ge=1, le=1000, title="Unacknowledged messages in flight")
 
     def password_value(self) -> str | None:
@@ -177,7 +209,9 @@ class MqttConfig(_Strict):
 
 class OutboxConfig(_Strict):
     path: Path = Field(Path("/var/lib/gatewatch/outbox.sqlite3"), title="Outbox file")
-    max_bytes: int = Field(256 * 1024 * 1024, ge=64 * 1024, title="Disk bound", description="oldest dropped first")
+    max_bytes: int = Field(
+        256 * 1024 * 1024, ge=64 * 1024, title="Disk bound", description="oldest dropped first"
+    )
 
 
 class HealthConfig(_Strict):

@@ -110,7 +110,9 @@ class LaneCounter:
             gap = t - old.last_seen
             if old.track_id in seen or gap > self.cfg.id_switch_guard_s:
                 continue
-            d = math.hypot(old.x + old.vx * gap - x, old.y + old.vy * gap - y)
+            # it may have kept going or stopped while unseen: accept either
+            moved = math.hypot(old.x + old.vx * gap - x, old.y + old.vy * gap - y)
+            d = min(moved, math.hypot(old.x - x, old.y - y))
             if d <= best_d:
                 best, best_d = old, d
         if best is None:
@@ -119,7 +121,9 @@ class LaneCounter:
         best.track_id = tid
         return best
 
-    def _observe(self, s: TrackState, dets: Detections, k: int, points: FloatArray, t: float) -> list[Crossing]:
+    def _observe(
+        self, s: TrackState, dets: Detections, k: int, points: FloatArray, t: float
+    ) -> list[Crossing]:
         x, y = float(points[k][0]), float(points[k][1])
         dt = t - s.last_seen
         if dt > 0:
@@ -139,7 +143,11 @@ class LaneCounter:
         if side == 0:
             return []
         out: list[Crossing] = []
-        if s.side == -side and not s.counted and -SEGMENT_MARGIN <= self.line.along(x, y) <= 1 + SEGMENT_MARGIN:
+        if (
+            s.side == -side
+            and not s.counted
+            and -SEGMENT_MARGIN <= self.line.along(x, y) <= 1 + SEGMENT_MARGIN
+        ):
             s.counted = True
             direction = self.lane.directions[0] if side > 0 else self.lane.directions[1]
             wait = t - s.zone_enter if s.zone_enter is not None else None

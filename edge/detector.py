@@ -93,6 +93,15 @@ def restrict_head(model: Any, keep_names: list[str]) -> None:
         net.yaml["nc"] = len(keep)
 
 
+TRACKERS_DIR = Path(__file__).resolve().parent / "trackers"
+
+
+def resolve_tracker(name: str) -> str:
+    """Our tuned tracker configs ship in edge/trackers; other names go to ultralytics as given."""
+    ours = TRACKERS_DIR / name
+    return str(ours) if ours.is_file() else name
+
+
 class UltralyticsTracker:
     def __init__(self, cfg: ModelConfig) -> None:
         os.environ.setdefault("YOLO_OFFLINE", "1")
@@ -113,6 +122,7 @@ class UltralyticsTracker:
         if not self._class_of:
             raise ModelError(f"model {path} has none of the classes {sorted(cfg.class_map)}")
         self._classes = sorted(self._class_of)
+        self._tracker_cfg = resolve_tracker(cfg.tracker)
         self._inference_ms = 0.0
         self._tracking_ms = 0.0
 
@@ -136,7 +146,7 @@ class UltralyticsTracker:
         results = self.model.track(
             frame,
             persist=True,
-            tracker=self.cfg.tracker,
+            tracker=self._tracker_cfg,
             imgsz=self.cfg.imgsz,
             conf=self.cfg.conf,
             iou=self.cfg.iou,

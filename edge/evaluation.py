@@ -11,6 +11,10 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from rich.console import Console
+from rich.table import Table
+from tqdm import tqdm
+
 from edge import EdgeError
 from edge.capture import FileSource
 from edge.config import CountingConfig, LaneConfig, LineConfig, ModelConfig, SourceConfig, UnitConfig
@@ -20,8 +24,12 @@ from edge.pipeline import Pipeline
 from wire.payloads import VehicleClass
 
 CLASSES = (VehicleClass.CAR, VehicleClass.TRUCK, VehicleClass.BUS, VehicleClass.MOTORBIKE)
-CSV_CLASS = {VehicleClass.CAR: "car", VehicleClass.TRUCK: "truck", VehicleClass.BUS: "bus",
-             VehicleClass.MOTORBIKE: "motorcycle"}
+CSV_CLASS = {
+    VehicleClass.CAR: "car",
+    VehicleClass.TRUCK: "truck",
+    VehicleClass.BUS: "bus",
+    VehicleClass.MOTORBIKE: "motorcycle",
+}
 
 
 @dataclass(frozen=True)
@@ -42,6 +50,8 @@ class EvalResult:
     by_class: dict[VehicleClass, int]
     frames: int
     seconds: float
+    source_frames: int = 0
+    stage_s: tuple[tuple[str, float], ...] = ()
 
     @property
     def ok(self) -> bool:
@@ -57,7 +67,10 @@ def read_ground_truth(path: Path) -> list[TruthRow]:
             rows.append(
                 TruthRow(
                     video=r["video"],
-                    line=((float(r["line_x1"]), float(r["line_y1"])), (float(r["line_x2"]), float(r["line_y2"]))),
+                    line=(
+                        (float(r["line_x1"]), float(r["line_y1"])),
+                        (float(r["line_x2"]), float(r["line_y2"])),
+                    ),
                     direction=r["direction"],
                     total=int(r["total"]),
                     by_class={c: int(r[CSV_CLASS[c]]) for c in CLASSES},
@@ -68,8 +81,9 @@ def read_ground_truth(path: Path) -> list[TruthRow]:
     return rows
 
 
-def eval_config(row: TruthRow, model: ModelConfig, counting: CountingConfig | None = None,
-                band: float | None = None) -> UnitConfig:
+def eval_config(
+    row: TruthRow, model: ModelConfig, counting: CountingConfig | None = None, band: float | None = None
+) -> UnitConfig:
     a, b = row.line
     line = LineConfig(a=a, b=b) if band is None else LineConfig(a=a, b=b, band=band)
     return UnitConfig(
@@ -109,5 +123,51 @@ def evaluate(
         seconds = source.frame_count / source.fps if source.fps else 0.0
         for row in group:
             by_class = {c: pipe.totals.get(("line", c.value, row.direction), 0) for c in CLASSES}
-            results.append(EvalResult(row, sum(by_class.values()), by_class, pipe.stats.frames, seconds))
+            results.append(
+                EvalResult(row, sum(by_class.values()), by_class, pipe.stats.frames, seconds,
+                           source.frame_count, tuple(pipe.stats.total_s.items()))
+            )
     return results
+
+
+def run_eval(
+    footage: Path | None, model: Path | None, imgsz: int | None, stride: int | None, console: Console
+) -> list[EvalResult]:
+    """The `gatewatch eval` body: default model, shared footage, a progress bar over all clips."""
+    from edge.detector import UltralyticsTracker
+    from edge.paths import default_model, footage_dir
+
+    folder = footage or footage_dir()
+    rows = read_ground_truth(folder / "ground_truth.csv")
+    update: dict[str, object] = {"path": (model or default_model()).resolve()}
+    if imgsz:
+        update["imgsz"] = imgsz
+    if stride:
+        update["vid_stride"] = stride
+    cfg = ModelConfig(**update)  # type: ignore[arg-type]
+    total = 0
+    for video in {r.video for r in rows}:
+        src = FileSource(folder / video, 0.0)
+        total += src.frame_count // cfg.vid_stride
+        src.close()
+    with tqdm(total=total, unit="frame", desc="eval", disable=None) as bar:
+        return evaluate(folder, cfg, UltralyticsTracker, rows, on_frame=lambda: bar.update(1))
+
+
+def print_results(results: list[EvalResult], console: Console) -> None:
+    table = Table(title="counted vs hand-counted")
+    for col in ("clip", "direction", "counted", "hand", "tol", "ok", "car", "truck", "bus", "motorbike"):
+        table.add_column(col)
+    for r in results:
+        cells = [f"{r.by_class[c]}/{r.row.by_class[c]}" for c in CLASSES]
+        table.add_row(
+            r.row.video,
+            r.row.direction,
+            str(r.total),
+            str(r.row.total),
+            f"±{r.row.tolerance}",
+            "[green]yes[/]" if r.ok else "[red]NO[/]",
+            *cells,
+        )
+    console.print(table)
+    console.print("class cells are counted/hand")

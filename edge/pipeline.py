@@ -62,7 +62,9 @@ class Pipeline:
         self.stats = PipelineStats()
         self.counters: dict[str, LaneCounter] = {}
         self.monitors = {lane.id: QueueMonitor(lane.stationary_px_s) for lane in cfg.lanes}
-        self.windows = WindowAggregator(cfg.gate, cfg.unit, [lane.id for lane in cfg.lanes], cfg.counting.window_s)
+        self.windows = WindowAggregator(
+            cfg.gate, cfg.unit, [lane.id for lane in cfg.lanes], cfg.counting.window_s
+        )
         self.totals: dict[tuple[str, str, str], int] = {}  # (lane, class, direction) -> count
         self._stopped = False
 
@@ -95,15 +97,21 @@ class Pipeline:
             lane_crossings = counter.update(dets, frame.t)
             crossings.extend(lane_crossings)
             if counter.zone is not None:
-                snapshots[lane_id] = self.monitors[lane_id].update(frame.t, counter.present(frame.t), lane_crossings)
+                snapshots[lane_id] = self.monitors[lane_id].update(
+                    frame.t, counter.present(frame.t), lane_crossings
+                )
         for c in crossings:
             key = (c.lane, c.vehicle_class.value, c.direction)
             self.totals[key] = self.totals.get(key, 0) + 1
             if self.on_event is not None:
                 self.on_event(
                     CrossingEvent(
-                        lane=c.lane, at=datetime.fromtimestamp(c.t, UTC), vehicle_class=c.vehicle_class,
-                        direction=c.direction, track_id=max(c.track_id, 0), wait_s=c.wait_s,
+                        lane=c.lane,
+                        at=datetime.fromtimestamp(c.t, UTC),
+                        vehicle_class=c.vehicle_class,
+                        direction=c.direction,
+                        track_id=max(c.track_id, 0),
+                        wait_s=c.wait_s,
                     )
                 )
         records = self.windows.add(frame.t, crossings, snapshots)

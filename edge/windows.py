@@ -28,7 +28,9 @@ def window_floor(t: float, window_s: float) -> float:
 
 @dataclass(slots=True)
 class _LaneWindow:
-    counts: dict[VehicleClass, dict[str, int]] = field(default_factory=lambda: defaultdict(lambda: defaultdict(int)))
+    counts: dict[VehicleClass, dict[str, int]] = field(
+        default_factory=lambda: defaultdict(lambda: defaultdict(int))
+    )
     waits: list[float] = field(default_factory=list)
     length_max: int = 0
     stationary_max: int = 0
@@ -53,7 +55,9 @@ class WindowAggregator:
         self._up = 0.0
         self._lanes = {lane: _LaneWindow() for lane in self.lanes}
 
-    def add(self, t: float, crossings: list[Crossing], snapshots: dict[str, QueueSnapshot]) -> list[WindowRecord]:
+    def add(
+        self, t: float, crossings: list[Crossing], snapshots: dict[str, QueueSnapshot]
+    ) -> list[WindowRecord]:
         """Account one processed frame at time t (epoch seconds)."""
         closed = self.advance(t)
         if self._start is None:
@@ -117,8 +121,12 @@ class WindowAggregator:
                 wait_p50_s=round(float(np.percentile(waits, 50)), 2) if len(waits) else None,
                 wait_p90_s=round(float(np.percentile(waits, 90)), 2) if len(waits) else None,
                 wait_max_s=round(float(waits.max()), 2) if len(waits) else None,
-                clearance_per_min=round(last.clearance_per_min, 3) if last and last.clearance_per_min is not None else None,
-                expected_wait_s=round(last.expected_wait_s, 1) if last and last.expected_wait_s is not None else None,
+                clearance_per_min=round(last.clearance_per_min, 3)
+                if last and last.clearance_per_min is not None
+                else None,
+                expected_wait_s=round(last.expected_wait_s, 1)
+                if last and last.expected_wait_s is not None
+                else None,
             )
             out.append(
                 WindowRecord(

@@ -1,0 +1,198 @@
+"""Edge commands: replay a clip, check accuracy against ground truth, benchmark, validate config.
+
+Every command turns expected failures (bad config, missing model, unreadable video, camera
+that never opens) into one clear line on stderr and a non-zero exit: operators read these
+in journald, where a traceback buries the one line that matters.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from collections.abc import Callable
+from datetime import datetime
+from pathlib import Path
+from typing import Annotated, TypeVar
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from edge import EdgeError
+from edge.config import UnitConfig
+
+T = TypeVar("T")
+console = Console()
+err_console = Console(stderr=True)
+
+
+def fail(message: str, code: int = 2) -> typer.Exit:
+    err_console.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
+    return typer.Exit(code)
+
+
+def guarded(fn: Callable[[], T]) -> T:
+    """Run a command body, printing expected errors as one line instead of a traceback."""
+    try:
+        return fn()
+    except EdgeError as exc:
+        raise fail(str(exc)) from None
+    except KeyboardInterrupt:
+        raise fail("interrupted", 130) from None
+
+
+def _setup_logging(verbose: bool) -> None:
+    logging.basicConfig(
+        level=logging.DEBUG if verbose else logging.WARNING,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+
+
+def replay(
+    video: Annotated[str, typer.Argument(help="recorded clip, or a live source to tune on: rtsp://..., "
+                                         "http://..., usb:N")],
+    config: Annotated[
+        Path | None,
+        typer.Option(
+            "--config", "-c", help="unit config YAML (default: one lane across the middle of the frame)"
+        ),
+    ] = None,
+    out: Annotated[Path | None, typer.Option(help="write window records here (.jsonl or .csv)")] = None,
+    video_out: Annotated[Path | None, typer.Option(help="write an annotated video here (.mp4)")] = None,
+    model: Annotated[Path | None, typer.Option(help="model path (overrides the config)")] = None,
+    start: Annotated[datetime | None, typer.Option(help="wall-clock time of the first frame (UTC)")] = None,
+    realtime: Annotated[bool, typer.Option(help="pace frames at recorded speed")] = False,
+    validate_config: Annotated[
+        bool, typer.Option("--validate-config", help="check the config and exit")
+    ] = False,
+    verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False,
+) -> None:
+    """Replay a clip through the edge pipeline: counts summary, window records, annotated video."""
+    _setup_logging(verbose)
+
+    def body() -> None:
+        from edge.replay import run_replay
+
+        cfg = load_replay_config(video, config, model, start, realtime)
+        if validate_config:
+            console.print(f"config OK: gate {cfg.gate}, unit {cfg.unit}, {len(cfg.lanes)} lane(s)")
+            return
+        run_replay(cfg, out=out, video_out=video_out, console=console)
+
+    guarded(body)
+
+
+def load_replay_config(
+    video: Path, config: Path | None, model: Path | None, start: datetime | None, realtime: bool
+):  # type: ignore[no-untyped-def]
+    from datetime import UTC
+
+    from edge.config import load_config
+    from edge.defaults import default_config
+
+    cfg = load_config(config) if config else default_config(str(video))
+    src = cfg.source.model_copy(
+        update={
+            "kind": "file",
+            "path": str(video.resolve()),
+            "realtime": realtime,
+            "start_time": (start if start is None or start.tzinfo else start.replace(tzinfo=UTC))
+            or cfg.source.start_time,
+        }
+    )
+    mdl = cfg.model.model_copy(update={"path": model.resolve()}) if model else cfg.model
+    return cfg.model_copy(update={"source": src, "model": mdl})
+
+
+def evaluate_cmd(
+    footage: Annotated[Path | None, typer.Option(help="folder with ground_truth.csv and the clips")] = None,
+    model: Annotated[Path | None, typer.Option(help="model path (default: shared yolov8n.pt)")] = None,
+    imgsz: Annotated[int | None, typer.Option(help="inference image size")] = None,
+    stride: Annotated[int | None, typer.Option(help="process every n-th frame")] = None,
+    verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False,
+) -> None:
+    """Count every clip in ground_truth.csv and compare with the hand counts."""
+    _setup_logging(verbose)
+
+    def body() -> None:
+        from edge.evaluation import print_results, run_eval
+
+        results = run_eval(footage, model, imgsz, stride, console)
+        print_results(results, console)
+        bad = [r for r in results if not r.ok]
+        if bad:
+            raise fail(f"{len(bad)} of {len(results)} rows outside tolerance", 1)
+
+    guarded(body)
+
+
+def bench_cmd(
+    clip: Annotated[
+        list[Path] | None, typer.Option(help="clip(s) to run (default: all ground-truth clips)")
+    ] = None,
+    formats: Annotated[
+        str, typer.Option(help="model formats, comma-separated: pt,onnx,ncnn,tflite")
+    ] = "pt,onnx",
+    sizes: Annotated[str, typer.Option(help="image sizes, comma-separated")] = "640,320",
+    strides: Annotated[str, typer.Option(help="frame strides, comma-separated")] = "1",
+    export_dir: Annotated[Path, typer.Option(help="where exports are written/reused")] = Path("build/models"),
+    verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False,
+) -> None:
+    """Frames/s and ms per stage for each model format, image size and stride, with the counts."""
+    _setup_logging(verbose)
+
+    def body() -> None:
+        from edge.bench import run_bench
+
+        run_bench(
+            clip,
+            [f.strip() for f in formats.split(",") if f.strip()],
+            [int(s) for s in sizes.split(",")],
+            [int(s) for s in strides.split(",")],
+            export_dir,
+            console,
+        )
+
+    guarded(body)
+
+
+def validate_config_cmd(config: Annotated[Path, typer.Argument(help="unit config YAML")]) -> None:
+    """Validate a unit config and report every error with its path."""
+
+    def body() -> None:
+        from edge.config import load_config
+
+        cfg = load_config(config)
+        console.print(
+            f"config OK: gate {cfg.gate}, unit {cfg.unit}, {len(cfg.lanes)} lane(s), hash {cfg.config_hash()}"
+        )
+
+    guarded(body)
+
+
+def register(app: typer.Typer) -> None:
+    app.command("replay")(replay)
+    app.command("eval")(evaluate_cmd)
+    app.command("bench")(bench_cmd)
+    app.command("validate-config")(validate_config_cmd)
+    try:
+        from edge.cli_runtime import register_runtime
+    except ModuleNotFoundError as exc:  # the runtime module is optional only while it is being built
+        if exc.name != "edge.cli_runtime":
+            raise
+    else:
+        register_runtime(app)
+
+
+def summary_table(totals: dict[tuple[str, str, str], int], title: str) -> Table:
+    table = Table(title=title)
+    for col in ("lane", "direction", "class", "count"):
+        table.add_column(col, justify="right" if col == "count" else "left")
+    for (lane, cls, direction), n in sorted(totals.items()):
+        table.add_row(lane, direction, cls, str(n))
+    table.add_row("all", "", "", str(sum(totals.values())), style="bold")
+    return table
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit("run `gatewatch`")

@@ -1,0 +1,384 @@
+"""MQTT publisher: drains the durable outbox to the broker, and owns the unit's `status`.
+
+Two flaws of common edge MQTT clients are designed out here:
+
+- Messages are never dropped while disconnected: the publisher only ever sends what is in the
+  outbox, and a row leaves the outbox only when its PUBACK arrives (``on_publish`` with its mid).
+- A refused connection (bad credentials, not authorised) is never mistaken for a connection:
+  ``connected`` becomes true only on a CONNACK whose reason code is success.
+
+The session is persistent (fixed client id ``<gate>-<unit>``, MQTT 5 ``clean_start=False`` with a
+session expiry), so messages in flight when the link drops are re-sent by paho on reconnect with
+the same mid, and their PUBACKs still find their outbox rows. paho's network loop runs in its
+own thread (``loop_start``) and reconnects with exponential backoff; a separate drain thread
+feeds it from the outbox at a bounded rate, so a day-long backlog does not flood the broker or
+the uplink when the link comes back.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections import deque
+from collections.abc import Callable
+from enum import StrEnum
+from typing import Any, cast
+
+import paho.mqtt.client as mqtt
+from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
+from paho.mqtt.reasoncodes import ReasonCode
+
+from edge import EdgeError
+from edge.config import MqttConfig
+from edge.outbox import Outbox
+from wire.payloads import StatusMessage, UnitState, encode
+from wire.topics import Topic, TopicKind
+
+log = logging.getLogger(__name__)
+
+#: how long `stop()` waits for the PUBACK of the final `offline` status.
+OFFLINE_ACK_TIMEOUT_S = 3.0
+
+StatusFactory = Callable[[UnitState], StatusMessage]
+MessageHandler = Callable[[str, bytes], None]
+
+
+class PublisherError(EdgeError):
+    """The MQTT client cannot be set up (bad TLS files, bad options)."""
+
+
+class LinkState(StrEnum):
+    """What the unit knows about its broker link; only CONNECTED means messages can flow."""
+
+    CONNECTING = "connecting"
+    CONNECTED = "connected"
+    REFUSED = "refused"
+    UNREACHABLE = "unreachable"
+    DISCONNECTED = "disconnected"
+    STOPPED = "stopped"
+
+
+class TokenBucket:
+    """Rate limit for the drain; the clock is injected so the rate can be tested without sleeping."""
+
+    def __init__(self, rate_per_s: float, burst: float, clock: Callable[[], float] = time.monotonic) -> None:
+        self.rate = rate_per_s
+        self.burst = max(1.0, burst)
+        self._clock = clock
+        self._tokens = self.burst
+        self._last = clock()
+
+    def take(self) -> bool:
+        now = self._clock()
+        self._tokens = min(self.burst, self._tokens + (now - self._last) * self.rate)
+        self._last = now
+        if self._tokens >= 1.0:
+            self._tokens -= 1.0
+            return True
+        return False
+
+    def wait_s(self) -> float:
+        """Seconds until the next token, for the drain loop's sleep."""
+        return max(0.0, (1.0 - self._tokens) / self.rate)
+
+
+class Publisher:
+    """Owns the paho client: connection, status/LWT, subscriptions and the outbox drain."""
+
+    def __init__(
+        self,
+        cfg: MqttConfig,
+        gate: str,
+        unit: str,
+        outbox: Outbox,
+        *,
+        status: StatusFactory,
+        subscriptions: list[str] | None = None,
+        on_message: MessageHandler | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.cfg = cfg
+        self.outbox = outbox
+        self.client_id = f"{gate}-{unit}"
+        self._status = status
+        self._status_topic = str(Topic.unit(gate, unit, TopicKind.STATUS))
+        self._subscriptions = list(subscriptions or [])
+        self._on_message = on_message
+        self._clock = clock
+        self._state = LinkState.CONNECTING
+        self._state_lock = threading.Lock()
+        self._last_refusal: str | None = None
+        self._unreachable_logged = False
+        self.connects = 0
+        self.connect_attempts = 0
+        self.refusals = 0
+        self.published = 0
+        self.acked = 0
+        self.rejected = 0
+        #: mid -> outbox seq for messages sent but not yet acknowledged. Only the drain thread
+        #: touches it; PUBACKs arrive on paho's thread and are handed over through `_acks`,
+        #: because paho calls on_publish while holding its own lock (a shared lock would deadlock).
+        self._inflight: dict[int, int] = {}
+        self._acks: deque[tuple[int, bool]] = deque()
+        self._cursor = 0
+        self._wake = threading.Event()
+        self._stopping = threading.Event()
+        self._drain_thread: threading.Thread | None = None
+        self._bucket = TokenBucket(cfg.drain_rate_per_s, min(cfg.drain_rate_per_s / 10, cfg.max_inflight), clock)
+        self.client = self._make_client()
+
+    # -- set-up -----------------------------------------------------------------------------------
+
+    def _make_client(self) -> mqtt.Client:
+        cfg = self.cfg
+        client = mqtt.Client(
+            callback_api_version=CallbackAPIVersion.VERSION2,
+            client_id=self.client_id,
+            protocol=MQTTProtocolVersion.MQTTv5,
+        )
+        password = cfg.password_value()
+        if cfg.username:
+            client.username_pw_set(cfg.username, password)
+        elif password:
+            log.warning("mqtt: a password is set but no username; connecting without credentials")
+        if cfg.tls_ca:
+            try:
+                client.tls_set(
+                    ca_certs=str(cfg.tls_ca),
+                    certfile=str(cfg.tls_cert) if cfg.tls_cert else None,
+                    keyfile=str(cfg.tls_key) if cfg.tls_key else None,
+                )
+            except (OSError, ValueError) as exc:
+                raise PublisherError(f"mqtt TLS set-up failed: {exc}") from None
+        client.max_inflight_messages_set(cfg.max_inflight)
+        # paho annotates these as int but does float arithmetic; sub-second delays are useful.
+        client.reconnect_delay_set(cast(int, cfg.reconnect_min_s), cast(int, cfg.reconnect_max_s))
+        client.on_pre_connect = self._on_pre_connect
+        client.on_connect = self._on_connect
+        client.on_connect_fail = self._on_connect_fail
+        client.on_disconnect = self._on_disconnect
+        client.on_publish = self._on_publish
+        client.on_message = self._on_message_cb
+        self._set_will(client)
+        return client
+
+    def _set_will(self, client: mqtt.Client) -> None:
+        """Refresh the Last Will before each CONNECT, so its seq and time are those of this session."""
+        client.will_set(self._status_topic, encode(self._status(UnitState.OFFLINE)), qos=1, retain=True)
+
+    # -- paho callbacks (paho's network thread) --------------------------------------------------
+
+    def _on_pre_connect(self, client: mqtt.Client, userdata: Any) -> None:
+        self.connect_attempts += 1
+        self._set_will(client)
+
+    def _on_connect(
+        self,
+        client: mqtt.Client,
+        userdata: Any,
+        flags: mqtt.ConnectFlags,
+        reason_code: ReasonCode,
+        properties: Properties | None,
+    ) -> None:
+        if reason_code.is_failure:
+            self.refusals += 1
+            self._set_state(LinkState.REFUSED)
+            text = str(reason_code)
+            if text != self._last_refusal:
+                # Logged once per distinct reason: a wrong password retried every minute for a
+                # week must not bury everything else in the journal.
+                log.error(
+                    "mqtt broker %s:%d refused the connection: %s (check mqtt.username and the "
+                    "password / GATEWATCH_MQTT_PASSWORD); retrying with backoff, records stay in the outbox",
+                    self.cfg.host, self.cfg.port, text,
+                )
+                self._last_refusal = text
+            else:
+                log.debug("mqtt broker refused the connection again: %s", text)
+            return
+        self.connects += 1
+        self._last_refusal = None
+        self._unreachable_logged = False
+        log.info(
+            "mqtt connected to %s:%d as %s (session present: %s)",
+            self.cfg.host, self.cfg.port, self.client_id, flags.session_present,
+        )
+        client.publish(self._status_topic, encode(self._status(UnitState.ONLINE)), qos=1, retain=True)
+        for topic in self._subscriptions:
+            client.subscribe(topic, qos=1)
+        self._set_state(LinkState.CONNECTED)
+        self._wake.set()
+
+    def _on_connect_fail(self, client: mqtt.Client, userdata: Any) -> None:
+        self._set_state(LinkState.UNREACHABLE)
+        if not self._unreachable_logged:
+            log.warning(
+                "mqtt broker %s:%d unreachable; buffering to the outbox and retrying with backoff",
+                self.cfg.host, self.cfg.port,
+            )
+            self._unreachable_logged = True
+
+    def _on_disconnect(
+        self,
+        client: mqtt.Client,
+        userdata: Any,
+        flags: mqtt.DisconnectFlags,
+        reason_code: ReasonCode,
+        properties: Properties | None,
+    ) -> None:
+        if self._stopping.is_set():
+            self._set_state(LinkState.STOPPED)
+            return
+        with self._state_lock:
+            was = self._state
+            if was == LinkState.CONNECTED:
+                self._state = LinkState.DISCONNECTED
+        if was == LinkState.CONNECTED:
+            log.warning("mqtt connection lost (%s); buffering to the outbox", reason_code)
+
+    def _on_publish(
+        self, client: mqtt.Client, userdata: Any, mid: int, reason_code: ReasonCode, properties: Properties
+    ) -> None:
+        self._acks.append((mid, not reason_code.is_failure))
+        self._wake.set()
+
+    def _on_message_cb(self, client: mqtt.Client, userdata: Any, message: mqtt.MQTTMessage) -> None:
+        if self._on_message is None:
+            return
+        try:
+            self._on_message(message.topic, message.payload)
+        except Exception:  # a bad handler must not kill paho's network thread
+            log.exception("handling message on %s failed", message.topic)
+
+    def _set_state(self, state: LinkState) -> None:
+        with self._state_lock:
+            self._state = state
+
+    # -- public ---------------------------------------------------------------------------------
+
+    @property
+    def state(self) -> LinkState:
+        return self._state
+
+    @property
+    def connected(self) -> bool:
+        return self._state == LinkState.CONNECTED
+
+    @property
+    def inflight(self) -> int:
+        return len(self._inflight)
+
+    def start(self) -> None:
+        """Connect in the background: an unreachable broker at boot is normal, not fatal."""
+        props = Properties(PacketTypes.CONNECT)
+        props.SessionExpiryInterval = self.cfg.session_expiry_s
+        try:
+            self.client.connect_async(
+                self.cfg.host, self.cfg.port, keepalive=self.cfg.keepalive_s, clean_start=False, properties=props
+            )
+        except (OSError, ValueError) as exc:
+            raise PublisherError(f"mqtt connect to {self.cfg.host}:{self.cfg.port} failed: {exc}") from None
+        self.client.loop_start()
+        self._drain_thread = threading.Thread(target=self._drain_loop, name="outbox-drain", daemon=True)
+        self._drain_thread.start()
+
+    def notify(self) -> None:
+        """Wake the drain loop: something was just enqueued."""
+        self._wake.set()
+
+    def flush(self, timeout_s: float) -> bool:
+        """Wait until the outbox is empty (everything acknowledged), or the timeout passes."""
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            if len(self.outbox) == 0:
+                return True
+            self._wake.set()
+            time.sleep(0.05)
+        return len(self.outbox) == 0
+
+    def stop(self, flush_timeout_s: float = 5.0) -> None:
+        """Drain what can be drained, announce `offline`, disconnect cleanly.
+
+        What is not acknowledged in time stays in the outbox for the next start.
+        """
+        if self.connected and flush_timeout_s > 0:
+            if not self.flush(flush_timeout_s):
+                log.warning("shutdown: %d message(s) left in the outbox for the next start", len(self.outbox))
+        was_connected = self.connected
+        self._stopping.set()
+        self._wake.set()
+        if self._drain_thread is not None:
+            self._drain_thread.join(timeout=5)
+            self._process_acks()
+        if was_connected:
+            info = self.client.publish(
+                self._status_topic, encode(self._status(UnitState.OFFLINE)), qos=1, retain=True
+            )
+            try:
+                info.wait_for_publish(timeout=OFFLINE_ACK_TIMEOUT_S)
+            except (RuntimeError, ValueError) as exc:
+                log.warning("offline status not sent: %s", exc)
+            self._process_acks()
+        self.client.disconnect()
+        self.client.loop_stop()
+        self._set_state(LinkState.STOPPED)
+
+    # -- drain (its own thread) -----------------------------------------------------------------
+
+    def _process_acks(self) -> None:
+        done: list[int] = []
+        while self._acks:
+            mid, ok = self._acks.popleft()
+            seq = self._inflight.pop(mid, None)
+            if seq is None:
+                continue  # status publishes are not outbox rows
+            if ok:
+                done.append(seq)
+            else:
+                # The broker refused this message (e.g. not authorised on this topic). Keeping it
+                # is the only lossless choice; it is re-sent on the next start and health shows
+                # its growing age.
+                self.rejected += 1
+                log.error("mqtt broker rejected message seq %d; kept in the outbox", seq)
+        if done:
+            self.acked += self.outbox.ack(done)
+
+    def _drain_loop(self) -> None:
+        while not self._stopping.is_set():
+            try:
+                pause = self._drain_once()
+            except Exception:  # the drain thread is a loop boundary: log, back off, carry on
+                log.exception("outbox drain failed; retrying")
+                pause = 1.0
+            self._wake.wait(pause)
+            self._wake.clear()
+
+    def _drain_once(self) -> float:
+        """Send what the rate and in-flight limits allow; return how long to sleep."""
+        self._process_acks()
+        if not self.connected:
+            return 0.5
+        room = self.cfg.max_inflight - len(self._inflight)
+        if room <= 0:
+            return 0.5  # woken by the next PUBACK
+        rows = self.outbox.peek_after(self._cursor, room)
+        if not rows:
+            return 1.0  # woken by notify()
+        for row in rows:
+            if self._stopping.is_set() or not self.connected:
+                return 0.1
+            if not self._bucket.take():
+                return self._bucket.wait_s()
+            info = self.client.publish(row.topic, row.payload, qos=1)
+            if info.rc not in (mqtt.MQTT_ERR_SUCCESS, mqtt.MQTT_ERR_NO_CONN):
+                log.warning("mqtt publish of seq %d failed: %s", row.seq, mqtt.error_string(info.rc))
+                return 0.5
+            # MQTT_ERR_NO_CONN: the link dropped just now; paho keeps the message and sends it
+            # after reconnecting, so it is in flight all the same.
+            self._inflight[info.mid] = row.seq
+            self._cursor = row.seq
+            self.published += 1
+        return 0.0

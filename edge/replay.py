@@ -1,0 +1,69 @@
+"""`gatewatch replay`: a clip through the full edge pipeline, with a progress bar and summary."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+from tqdm import tqdm
+
+from edge.annotate import VideoAnnotator
+from edge.capture import FileSource, LiveSource
+from edge.config import UnitConfig
+from edge.pipeline import Pipeline, build_pipeline
+from edge.records_io import RecordWriter
+from wire.payloads import WindowRecord
+
+
+def run_replay(
+    cfg: UnitConfig, *, out: Path | None, video_out: Path | None, console: Console
+) -> list[WindowRecord]:
+    pipe = build_pipeline(cfg)
+    source = pipe.source
+    if isinstance(source, LiveSource):
+        source.wait_open(cfg.source.open_timeout_s)
+    total = source.frame_count // cfg.model.vid_stride if isinstance(source, FileSource) else None
+    annotator = VideoAnnotator(video_out, cfg, source.fps / cfg.model.vid_stride) if video_out else None
+    bar = tqdm(total=total, unit="frame", desc=Path(cfg.source.path or "").name, disable=None)
+
+    def on_frame_all(*args: Any) -> None:
+        bar.update(1)
+        if annotator is not None:
+            annotator(*args)
+
+    pipe.on_frame = on_frame_all
+    writer = RecordWriter(out) if out else None
+    records: list[WindowRecord] = []
+    try:
+        for record in pipe.records():
+            records.append(record)
+            if writer:
+                writer.write(record)
+    finally:
+        bar.close()
+        pipe.close()
+        if writer:
+            writer.close()
+        if annotator:
+            annotator.close()
+    print_summary(pipe, records, console, out, video_out)
+    return records
+
+
+def print_summary(
+    pipe: Pipeline, records: list[WindowRecord], console: Console, out: Path | None, video_out: Path | None
+) -> None:
+    from edge.cli import summary_table
+
+    s = pipe.stats
+    console.print(summary_table(pipe.totals, f"counts: {pipe.cfg.gate}/{pipe.cfg.unit}"))
+    console.print(
+        f"{s.frames} frames, {s.fps:.1f} frames/s (decode {s.mean_ms('decode'):.1f} ms, inference "
+        f"{s.mean_ms('inference'):.1f} ms, tracking {s.mean_ms('tracking'):.1f} ms, counting "
+        f"{s.mean_ms('counting'):.2f} ms per frame); {len(records)} window records"
+    )
+    if out:
+        console.print(f"records: {out}")
+    if video_out:
+        console.print(f"annotated video: {video_out}")

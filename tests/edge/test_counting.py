@@ -1,0 +1,139 @@
+"""Counting logic on parametrized synthetic track sequences (no model involved)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from edge.config import CountingConfig, LaneConfig, LineConfig
+from edge.counting import LaneCounter
+from tests.edge.tracks import SIZE, Obs, frame, merge, path
+from wire.payloads import VehicleClass
+
+FPS = 10.0
+LINE_Y = 500  # horizontal line across the middle; band = 0.03 * diag = 42 px
+
+
+def lane(**line_kw: object) -> LaneConfig:
+    kw: dict[str, object] = {"a": (0.0, 0.5), "b": (1.0, 0.5)} | line_kw
+    return LaneConfig(id="l1", line=LineConfig(**kw), directions=("down", "up"))  # type: ignore[arg-type]
+
+
+def run(frames: list[list[Obs]], lane_cfg: LaneConfig | None = None, gap_frames: int = 0) -> list[tuple[str, str]]:
+    counter = LaneCounter(lane_cfg or lane(band=0.03), CountingConfig(), *SIZE)
+    out = []
+    for i, obs in enumerate(frames):
+        for c in counter.update(frame(obs), i / FPS):
+            out.append((c.direction, c.vehicle_class.value))
+    return out
+
+
+def ramp(a: float, b: float, step: float = 20.0) -> list[float]:
+    return list(np.arange(a, b + (step if b > a else -step) / 2, step if b > a else -step))
+
+
+def jitter(center: float, amp: float, n: int) -> list[float]:
+    return [center + (amp if i % 2 else -amp) for i in range(n)]
+
+
+# id switch at the line: track 1 vanishes just before the line, track 2 appears just past it
+SWITCH = path(1, ramp(300, 490)) + path(2, ramp(510, 700))
+# id switch after counting: track 1 crosses (counted), vanishes; track 2 appears where it was
+SWITCH_AFTER = path(1, ramp(300, 560)) + path(2, ramp(570, 700))
+# the new id appears after a pause (a stopped truck re-detected) at the same place
+SWITCH_PAUSED = path(1, ramp(300, 480)) + [[] for _ in range(5)] + path(2, [485] * 20 + ramp(500, 700))
+
+CASES = {
+    "clean crossing": (path(1, ramp(300, 700)), [("down", "car")]),
+    "clean crossing up": (path(1, ramp(700, 300)), [("up", "car")]),
+    "stop on the line and jitter": (
+        path(1, ramp(300, 480) + jitter(500, 35, 200) + ramp(500, 700)),
+        [("down", "car")],
+    ),
+    "stop on the line, jitter, then back off": (path(1, ramp(300, 480) + jitter(500, 35, 100) + ramp(480, 300)), []),
+    "reverse after crossing counts once": (path(1, ramp(300, 700) + ramp(700, 300) + ramp(300, 700)), [("down", "car")]),
+    "approach and reverse": (path(1, ramp(300, 480) + ramp(480, 300)), []),
+    "id switch at the line": (SWITCH, [("down", "car")]),
+    "id switch after the count": (SWITCH_AFTER, [("down", "car")]),
+    "id switch while stopped": (SWITCH_PAUSED, [("down", "car")]),
+    "two vehicles side by side": (
+        merge(path(1, ramp(300, 700), x=300), path(2, ramp(300, 700), x=420)),
+        [("down", "car"), ("down", "car")],
+    ),
+    "leaves the frame mid-line": (path(1, ramp(300, 500)), []),
+    "appears past the line": (path(1, ramp(560, 900)), []),
+    "truck seen once as car": (
+        [[(1, 500, y, VehicleClass.CAR if i == 3 else VehicleClass.TRUCK)] for i, y in enumerate(ramp(300, 700))],
+        [("down", "truck")],
+    ),
+}
+
+
+@pytest.mark.parametrize("frames, expected", list(CASES.values()), ids=list(CASES))
+def test_counts(frames: list[list[Obs]], expected: list[tuple[str, str]]) -> None:
+    assert sorted(run(frames)) == sorted(expected)
+
+
+def test_follower_is_not_swallowed_by_the_guard() -> None:
+    """A second vehicle entering where the first left, well after the guard time, counts."""
+    frames = path(1, ramp(300, 700)) + [[] for _ in range(30)] + path(2, ramp(300, 700))
+    assert run(frames) == [("down", "car"), ("down", "car")]
+
+
+def test_crossing_outside_the_segment_does_not_count() -> None:
+    short = lane(a=(0.0, 0.5), b=(0.4, 0.5), band=0.03)
+    assert run(path(1, ramp(300, 700), x=800), short) == []
+    assert run(path(1, ramp(300, 700), x=200), short) == [("down", "car")]
+
+
+def test_vertical_line_directions() -> None:
+    # a->b drawn top to bottom: the first direction is motion to the left on screen
+    vertical = LaneConfig(id="l1", line=LineConfig(a=(0.5, 0.0), b=(0.5, 1.0)), directions=("left", "right"))
+    counter = LaneCounter(vertical, CountingConfig(), *SIZE)
+    got = []
+    for i, x in enumerate(ramp(300, 700)):
+        got += [c.direction for c in counter.update(frame([(1, x, 500)]), i / FPS)]
+    assert got == ["right"]
+
+
+def test_wait_from_queue_zone_entry_to_crossing() -> None:
+    cfg = LaneConfig(
+        id="l1", line=LineConfig(a=(0.0, 0.5), b=(1.0, 0.5)), directions=("down", "up"),
+        queue_zone=[(0.0, 0.2), (1.0, 0.2), (1.0, 0.5), (0.0, 0.5)],
+    )
+    counter = LaneCounter(cfg, CountingConfig(), *SIZE)
+    ys = ramp(105, 305) + [305] * 50 + ramp(305, 705)  # enters the zone past y=200, waits 5 s, crosses
+    crossings = []
+    for i, y in enumerate(ys):
+        crossings += counter.update(frame([(1, 500, y)]), i / FPS)
+    assert len(crossings) == 1
+    wait = crossings[0].wait_s
+    assert wait is not None
+    # zone entered at the frame where y first exceeds 200 (y=200+), crossed beyond the band (y>542)
+    first_in = next(i for i, y in enumerate(ys) if y > 200) / FPS
+    first_past = next(i for i, y in enumerate(ys) if y > LINE_Y + 0.03 * np.hypot(*SIZE)) / FPS
+    assert wait == pytest.approx(first_past - first_in)
+
+
+def test_state_stays_bounded_over_a_simulated_day() -> None:
+    """24 h at 1 frame/s with a steady stream of vehicles: track state never grows."""
+    counter = LaneCounter(lane(), CountingConfig(track_ttl_s=3.0), *SIZE)
+    next_id, active, total, peak = 0, {}, 0, 0
+    for second in range(24 * 3600):
+        if second % 4 == 0:  # a new vehicle every 4 s, 20 s in view
+            active[next_id] = second
+            next_id += 1
+        obs = []
+        for tid, born in list(active.items()):
+            age = second - born
+            if age > 20:
+                del active[tid]
+                continue
+            obs.append((tid, 100 + 40 * (tid % 5), 100 + age * 40))
+        total += len(counter.update(frame(obs), float(second)))
+        peak = max(peak, len(counter.tracks))
+    end = 24 * 3600 - 1
+    crossed = sum(1 for born in range(0, 24 * 3600, 4) if end - born >= 12)  # past the band 12 s after entry
+    assert total == crossed
+    assert peak <= 10, f"track state grew to {peak}"
+    assert len(counter.tracks) <= 10
