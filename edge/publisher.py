@@ -249,7 +249,7 @@ class Publisher:
         if self._on_message is None:
             return
         try:
-            self._on_message(message.topic, message.payload)
+            self._on_message(message.topic, bytes(message.payload))
         except Exception:  # a bad handler must not kill paho's network thread
             log.exception("handling message on %s failed", message.topic)
 
@@ -273,7 +273,7 @@ class Publisher:
 
     def start(self) -> None:
         """Connect in the background: an unreachable broker at boot is normal, not fatal."""
-        props = Properties(PacketTypes.CONNECT)
+        props = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
         props.SessionExpiryInterval = self.cfg.session_expiry_s
         try:
             self.client.connect_async(
@@ -304,9 +304,8 @@ class Publisher:
 
         What is not acknowledged in time stays in the outbox for the next start.
         """
-        if self.connected and flush_timeout_s > 0:
-            if not self.flush(flush_timeout_s):
-                log.warning("shutdown: %d message(s) left in the outbox for the next start", len(self.outbox))
+        if self.connected and flush_timeout_s > 0 and not self.flush(flush_timeout_s):
+            log.warning("shutdown: %d message(s) left in the outbox for the next start", len(self.outbox))
         was_connected = self.connected
         self._stopping.set()
         self._wake.set()

@@ -1,0 +1,159 @@
+"""Shared pieces for runtime tests: configs, a fake pipeline and a real MQTT subscriber."""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any, cast
+
+import paho.mqtt.client as mqtt
+from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
+
+from edge.config import UnitConfig
+from wire.payloads import CameraState, CountsMessage, Message, VehicleClass, WindowRecord, decode_message
+
+GATE = "huu-nghi"
+
+#: mosquitto started as root drops to the `mosquitto` user, which cannot read pytest's private
+#: tmp dirs (password file, persistence); stay root in that case so those files are usable.
+STAY_ROOT = "user root\n" if os.geteuid() == 0 else ""
+UNIT = "u1"
+START = datetime(2026, 11, 24, 8, 0, 0, tzinfo=UTC)
+
+
+def unit_config(tmp: Path, port: int, *, lanes: int = 2, **over: Any) -> UnitConfig:
+    raw: dict[str, Any] = {
+        "gate": GATE,
+        "unit": UNIT,
+        "source": {"kind": "file", "path": str(tmp / "clip.mp4")},
+        "lanes": [{"id": f"l{i}", "line": {"a": [0.0, 0.5], "b": [1.0, 0.5]}} for i in range(1, lanes + 1)],
+        "mqtt": {"host": "127.0.0.1", "port": port, "reconnect_min_s": 0.2, "reconnect_max_s": 1.0,
+                 "keepalive_s": 5},
+        "outbox": {"path": str(tmp / "outbox.sqlite3")},
+        "health": {"interval_s": 3600},
+    }
+    for key, value in over.items():
+        if isinstance(value, dict) and isinstance(raw.get(key), dict):
+            raw[key] = {**raw[key], **value}
+        else:
+            raw[key] = value
+    return UnitConfig.model_validate(raw)
+
+
+def make_records(n: int, lanes: int = 2, window_s: float = 10.0, first: int = 0) -> list[WindowRecord]:
+    """Window i of every lane, with counts that differ per record so mix-ups show."""
+    out = []
+    for i in range(first, first + n):
+        for lane in range(1, lanes + 1):
+            out.append(
+                WindowRecord(
+                    gate=GATE, unit=UNIT, lane=f"l{lane}",
+                    window_start=START + timedelta(seconds=i * window_s), window_s=window_s,
+                    counts={VehicleClass.TRUCK: {"in": i % 7, "out": lane}, VehicleClass.CAR: {"in": (i * 3) % 11}},
+                    frames=100 + i,
+                )
+            )
+    return out
+
+
+@dataclass
+class FakeStats:
+    fps: float = 12.5
+    inference_ms: float = 48.0
+    camera: CameraState = CameraState.UP
+    frames: int = 0
+
+
+class FakePipeline:
+    """Yields prepared records, one every `interval_s`, like a pipeline closing windows."""
+
+    def __init__(self, records: list[WindowRecord], interval_s: float = 0.0, hold_s: float = 0.0) -> None:
+        self._records = records
+        self.interval_s = interval_s
+        self.hold_s = hold_s  # keep running this long after the last record (a live camera)
+        self.stats = FakeStats()
+        self.yielded = 0
+        self.closed = False
+        self._stop = threading.Event()
+
+    def records(self) -> Iterator[WindowRecord]:
+        for r in self._records:
+            if self._stop.wait(self.interval_s):
+                return
+            self.stats.frames += 10
+            self.yielded += 1
+            yield r
+        self._stop.wait(self.hold_s)
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    def close(self) -> None:
+        self.closed = True
+
+
+class Subscriber:
+    """A real QoS 1 subscriber with a persistent session, so it misses nothing across a broker restart."""
+
+    def __init__(self, port: int, topic: str, client_id: str = "test-sub") -> None:
+        self.messages: list[tuple[str, bytes, bool]] = []
+        self._lock = threading.Lock()
+        self.connected = threading.Event()
+        self.client = mqtt.Client(
+            callback_api_version=CallbackAPIVersion.VERSION2, client_id=client_id,
+            protocol=MQTTProtocolVersion.MQTTv5,
+        )
+        self.client.reconnect_delay_set(cast(int, 0.2), 1)
+        self.topic = topic
+
+        def on_connect(c: mqtt.Client, u: Any, f: Any, rc: Any, p: Any) -> None:
+            if not rc.is_failure:
+                c.subscribe(self.topic, qos=1)
+                self.connected.set()
+
+        def on_message(c: mqtt.Client, u: Any, m: mqtt.MQTTMessage) -> None:
+            with self._lock:
+                self.messages.append((m.topic, bytes(m.payload), bool(m.retain)))
+
+        def on_disconnect(c: mqtt.Client, u: Any, f: Any, rc: Any, p: Any) -> None:
+            self.connected.clear()
+
+        self.client.on_connect = on_connect
+        self.client.on_message = on_message
+        self.client.on_disconnect = on_disconnect
+        props = Properties(PacketTypes.CONNECT)
+        props.SessionExpiryInterval = 3600
+        self.client.connect_async("127.0.0.1", port, keepalive=5, clean_start=False, properties=props)
+        self.client.loop_start()
+        assert self.connected.wait(10), "test subscriber could not connect"
+        time.sleep(0.2)  # let the SUBACK land
+
+    def decoded(self, kind: str | None = None) -> list[Message]:
+        with self._lock:
+            raw = list(self.messages)
+        out = [decode_message(t, p) for t, p, _ in raw if p]
+        return [m for m in out if kind is None or m.kind == kind]
+
+    def counts(self) -> list[CountsMessage]:
+        return [cast(CountsMessage, m) for m in self.decoded("counts")]
+
+    def wait_counts(self, n: int, timeout: float) -> list[CountsMessage]:
+        """Wait until `n` distinct (unit, lane, window_start) records have arrived."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            got = self.counts()
+            if len({m.key for m in got}) >= n:
+                return got
+            time.sleep(0.1)
+        return self.counts()
+
+    def close(self) -> None:
+        self.client.disconnect()
+        self.client.loop_stop()

@@ -1,0 +1,67 @@
+"""The durable outbox: sequence numbers, acknowledgement and the disk bound."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from edge.health import HealthReaders, HealthSampler, PipelineFigures
+from edge.outbox import ROW_OVERHEAD_BYTES, Outbox
+from wire.payloads import CameraState, HealthMessage
+
+
+def payload(seq: int, size: int = 100) -> bytes:
+    head = f'{{"seq":{seq},"pad":"'.encode()
+    return head + b"x" * (size - len(head) - 2) + b'"}'
+
+
+def test_seq_is_monotonic_across_restarts_and_rows_leave_only_on_ack(tmp_path: Path) -> None:
+    path = tmp_path / "o.sqlite3"
+    box = Outbox(path, 1 << 20)
+    seqs = [box.enqueue("t/a", payload) for _ in range(5)]
+    assert seqs == [1, 2, 3, 4, 5]
+    assert box.ack([1, 2]) == 2
+    box.close()
+
+    box = Outbox(path, 1 << 20)  # a restart: what was not acknowledged is still there, in order
+    assert [r.seq for r in box.peek_after(0, 100)] == [3, 4, 5]
+    assert [r.payload for r in box.peek_after(0, 100)] == [payload(3), payload(4), payload(5)]
+    assert box.enqueue("t/a", payload) == 6  # never reuses a number, even after acks
+    box.ack([3, 4, 5, 6])
+    box.close()
+    box = Outbox(path, 1 << 20)
+    assert len(box) == 0
+    assert box.enqueue("t/a", payload) == 7
+    assert box.ack([99]) == 0  # an ack for an unknown (dropped) row is harmless
+    box.close()
+
+
+def test_disk_bound_drops_oldest_first_counts_the_loss_and_health_reports_it(tmp_path: Path) -> None:
+    path = tmp_path / "o.sqlite3"
+    row_bytes = 1000 + len("t/a") + ROW_OVERHEAD_BYTES
+    bound = 64 * 1024
+    fits = bound // row_bytes
+    box = Outbox(path, bound, clock=lambda: 1_999_999_000.0)
+    total = fits + 25
+    for _ in range(total):
+        box.enqueue("t/a", lambda s: payload(s, 1000))
+    stats = box.stats()
+    assert stats.dropped == total - fits
+    assert stats.bytes <= bound
+    kept = [r.seq for r in box.peek_after(0, 10_000)]
+    assert kept == list(range(total - fits + 1, total + 1))  # the newest survive, contiguous
+    box.close()
+
+    box = Outbox(path, bound)  # the loss counter is persisted
+    assert box.stats().dropped == total - fits
+    sampler = HealthSampler(
+        "g1", "u1", 30.0, readers=HealthReaders(lambda: 51.5, lambda: "0x0", lambda: 123.0),
+        wall_clock=lambda: 2_000_000_000.0,
+    )
+    stats = box.stats()
+    msg = sampler.sample(box.last_seq + 1, PipelineFigures(9.0, 80.0, CameraState.UP), stats)
+    assert isinstance(msg, HealthMessage)
+    assert msg.dropped_records == total - fits
+    assert msg.outbox_depth == fits
+    assert msg.outbox_oldest_s == 1000.0
+    assert (msg.cpu_temp_c, msg.throttled, msg.mem_mb) == (51.5, "0x0", 123.0)
+    box.close()

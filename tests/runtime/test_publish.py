@@ -1,0 +1,141 @@
+"""The runtime against a real mosquitto: delivery, status/LWT, refused credentials, drain rate."""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from edge.outbox import Outbox
+from edge.runtime import EdgeRuntime
+from tests.fixtures.mosquitto import Broker, add_user, start_broker
+from tests.fixtures.procs import wait_for
+from tests.runtime.helpers import GATE, STAY_ROOT, UNIT, FakePipeline, Subscriber, make_records, unit_config
+from wire.payloads import StatusMessage, UnitState
+
+UNIT_TOPICS = f"gatewatch/v1/{GATE}/{UNIT}/+"
+
+
+def test_records_reach_a_qos1_subscriber_intact_with_status_online_then_offline(
+    mosquitto: Broker, tmp_path: Path
+) -> None:
+    sub = Subscriber(mosquitto.port, UNIT_TOPICS)
+    cfg = unit_config(tmp_path, mosquitto.port, health={"interval_s": 0.5})
+    records = make_records(40)
+    pipeline = FakePipeline(records, interval_s=0.02, hold_s=1.2)
+    runtime = EdgeRuntime(cfg, Outbox(cfg.outbox.path, cfg.outbox.max_bytes))
+    runtime.run(pipeline)
+    try:
+        got = sub.wait_counts(len(records), timeout=10)
+        assert sorted((m.record() for m in got), key=lambda r: (r.window_start, r.lane)) == sorted(
+            records, key=lambda r: (r.window_start, r.lane)
+        )
+        assert len(got) == len(records)  # no duplicates on a healthy link
+        stream = [m for m in sub.decoded() if m.kind in ("counts", "health")]
+        seqs = sorted(m.seq for m in stream)  # type: ignore[union-attr]
+        assert seqs == list(range(1, len(seqs) + 1))
+        assert runtime.health_sent >= 1 and any(m.kind == "health" for m in stream)
+        statuses = [m for m in sub.decoded("status") if isinstance(m, StatusMessage)]
+        assert [s.state for s in statuses] == [UnitState.ONLINE, UnitState.OFFLINE]
+        assert statuses[0].config_hash == cfg.config_hash()
+        assert statuses[-1].seq == seqs[-1]  # offline says how far the stream went
+    finally:
+        sub.close()
+    box = Outbox(cfg.outbox.path, cfg.outbox.max_bytes)
+    assert len(box) == 0  # everything acknowledged and deleted
+    box.close()
+    # A late subscriber reads the retained status: the unit said goodbye.
+    late = Subscriber(mosquitto.port, f"gatewatch/v1/{GATE}/{UNIT}/status", client_id="late")
+    try:
+        wait_for(lambda: bool(late.messages), 5, "retained status")
+        topic, payload, retained = late.messages[0]
+        assert retained and b'"offline"' in payload
+    finally:
+        late.close()
+
+
+def test_last_will_marks_a_vanished_unit_offline(mosquitto: Broker, tmp_path: Path) -> None:
+    cfg = unit_config(tmp_path, mosquitto.port)
+    sub = Subscriber(mosquitto.port, f"gatewatch/v1/{GATE}/{UNIT}/status")
+    runtime = EdgeRuntime(cfg, Outbox(cfg.outbox.path, cfg.outbox.max_bytes))
+    runtime.publisher.start()
+    try:
+        wait_for(lambda: len(sub.decoded("status")) >= 1, 10, "online status")
+        # Vanish without DISCONNECT (as a power cut would): close the socket under paho.
+        runtime.publisher.client.loop_stop()
+        sock = runtime.publisher.client.socket()
+        assert sock is not None
+        sock.close()
+        wait_for(lambda: len(sub.decoded("status")) >= 2, 20, "last will")
+        states = [m.state for m in sub.decoded("status") if isinstance(m, StatusMessage)]
+        assert states == [UnitState.ONLINE, UnitState.OFFLINE]
+    finally:
+        sub.close()
+        runtime.outbox.close()
+
+
+def test_wrong_password_is_one_clear_error_retried_with_backoff_and_records_kept(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    passwd = tmp_path / "passwd"
+    add_user(passwd, "unit1", "right-password")
+    broker = start_broker(tmp_path / "mq", extra_conf=f"{STAY_ROOT}password_file {passwd}\n", anonymous=False)
+    monkeypatch.setenv("GATEWATCH_MQTT_PASSWORD", "wrong-password")
+    try:
+        cfg = unit_config(tmp_path, broker.port, mqtt={"username": "unit1"})
+        records = make_records(5)
+        pipeline = FakePipeline(records, interval_s=0.01, hold_s=60)
+        runtime = EdgeRuntime(cfg, Outbox(cfg.outbox.path, cfg.outbox.max_bytes), flush_timeout_s=0.5)
+        caplog.set_level(logging.INFO)
+        worker = threading.Thread(target=runtime.run, args=(pipeline,))
+        worker.start()
+        try:
+            wait_for(lambda: runtime.publisher.refusals >= 3, 15, "three refused attempts")
+            assert not runtime.publisher.connected
+            assert worker.is_alive()  # no crash
+            assert len(runtime.outbox) == len(records)  # kept, not dropped
+            errors = [r for r in caplog.records if r.levelno >= logging.ERROR]
+            assert len(errors) == 1, [r.getMessage() for r in errors]
+            line = errors[0].getMessage()
+            assert "refused" in line and "password" in line.lower()
+            assert "wrong-password" not in caplog.text  # never logged
+            # backoff: attempts spread out (0.2 s, 0.4 s, 0.8 s, then 1 s apart), not a busy loop
+            assert runtime.publisher.connect_attempts <= 8
+        finally:
+            runtime.request_stop()
+            pipeline.stop()
+            worker.join(20)
+        assert not worker.is_alive()
+        box = Outbox(cfg.outbox.path, cfg.outbox.max_bytes)
+        assert len(box) == len(records)
+        box.close()
+    finally:
+        broker.stop()
+
+
+def test_backlog_drains_in_order_at_the_configured_rate(mosquitto: Broker, tmp_path: Path) -> None:
+    rate = 100.0
+    cfg = unit_config(tmp_path, mosquitto.port, mqtt={"drain_rate_per_s": rate, "max_inflight": 10})
+    records = make_records(150)  # 300 records already waiting when the unit connects
+    box = Outbox(cfg.outbox.path, cfg.outbox.max_bytes)
+    runtime = EdgeRuntime(cfg, box)
+    for r in records:
+        runtime.enqueue_record(r)
+    sub = Subscriber(mosquitto.port, f"gatewatch/v1/{GATE}/{UNIT}/counts")
+    t0 = time.monotonic()
+    runtime.publisher.start()
+    try:
+        got = sub.wait_counts(len(records), timeout=30)
+        elapsed = time.monotonic() - t0
+        assert [m.seq for m in got] == list(range(1, len(records) + 1))  # in order
+        assert [m.record() for m in got] == records
+        measured = len(records) / elapsed
+        print(f"drained {len(records)} records in {elapsed:.2f}s: {measured:.0f}/s (limit {rate:.0f}/s)")
+        assert measured <= rate * 1.15
+    finally:
+        runtime.publisher.stop(2)
+        sub.close()
+        box.close()
