@@ -71,7 +71,8 @@ def _summarise(fmt: str, imgsz: int, stride: int, results: list[EvalResult], ela
     per_clip = {r.row.video: r for r in results}
     processed = sum(r.frames for r in per_clip.values())
     source = sum(r.source_frames for r in per_clip.values())
-    stage = {k: sum(dict(r.stage_s)[k] for r in per_clip.values()) for k in ("decode", "inference", "tracking", "counting")}
+    stages = ("decode", "inference", "tracking", "counting")
+    stage = {k: sum(dict(r.stage_s)[k] for r in per_clip.values()) for k in stages}
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     counts = ", ".join(f"{r.row.video.split('_')[0]}{'/' + r.row.direction if r.row.video.startswith('opencv') else ''}"
                        f" {r.total}/{r.row.total}" for r in results)

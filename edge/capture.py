@@ -8,11 +8,17 @@ while live sources stamp frames with the wall clock when they arrive.
 from __future__ import annotations
 
 import logging
+import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
+
+# FFmpeg's own chatter ("moov atom not found") would bury our one clear error line; set the
+# variable to e.g. 24 (warning) when debugging a camera.
+os.environ.setdefault("OPENCV_FFMPEG_LOGLEVEL", "-8")
+os.environ.setdefault("OPENCV_LOG_LEVEL", "ERROR")
 
 import cv2
 import numpy as np

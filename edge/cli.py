@@ -83,23 +83,25 @@ def replay(
 
 
 def load_replay_config(
-    video: Path, config: Path | None, model: Path | None, start: datetime | None, realtime: bool
-):  # type: ignore[no-untyped-def]
+    video: str, config: Path | None, model: Path | None, start: datetime | None, realtime: bool
+) -> UnitConfig:
+    """The config for a replay: the given file (or the embedded default) pointed at `video`."""
     from datetime import UTC
 
     from edge.config import load_config
     from edge.defaults import default_config
 
-    cfg = load_config(config) if config else default_config(str(video))
-    src = cfg.source.model_copy(
-        update={
-            "kind": "file",
-            "path": str(video.resolve()),
-            "realtime": realtime,
-            "start_time": (start if start is None or start.tzinfo else start.replace(tzinfo=UTC))
-            or cfg.source.start_time,
-        }
-    )
+    cfg = load_config(config) if config else default_config(video)
+    if start is not None and start.tzinfo is None:
+        start = start.replace(tzinfo=UTC)
+    update: dict[str, object] = {"realtime": realtime, "start_time": start or cfg.source.start_time}
+    if video.startswith(("rtsp://", "rtsps://", "http://", "https://")):
+        update |= {"kind": "rtsp", "path": video}
+    elif video.startswith("usb:") and video[4:].isdigit():
+        update |= {"kind": "usb", "index": int(video[4:]), "path": None}
+    else:
+        update |= {"kind": "file", "path": str(Path(video).resolve())}
+    src = cfg.source.model_copy(update=update)
     mdl = cfg.model.model_copy(update={"path": model.resolve()}) if model else cfg.model
     return cfg.model_copy(update={"source": src, "model": mdl})
 

@@ -86,7 +86,7 @@ class LineConfig(_Strict):
     a: Point = Field(title="Line start", description="(x, y), 0..1, origin top-left")
     b: Point = Field(title="Line end", description="(x, y), 0..1")
     band: float = Field(
-        0.03,
+        0.015,
         ge=0.0,
         le=0.3,
         title="Tolerance band",
@@ -132,7 +132,10 @@ class ModelConfig(_Strict):
         description="any format ultralytics loads: .pt, .onnx, .tflite, NCNN folder; never a bare name",
     )
     imgsz: int = Field(640, ge=64, le=1920, multiple_of=32, title="Inference image size")
-    conf: float = Field(0.25, gt=0, lt=1, title="Confidence threshold")
+    conf: float = Field(
+        0.05, gt=0, lt=1, title="Confidence threshold",
+        description="weak boxes only extend existing tracks (the tracker's new_track_thresh starts them)",
+    )
     iou: float = Field(0.7, gt=0, lt=1, title="NMS IoU threshold")
     vehicle_head: bool = Field(
         True,
@@ -140,7 +143,10 @@ class ModelConfig(_Strict):
         description="cut a .pt model's class head to the mapped classes, so a vehicle's best class is "
         "chosen among vehicles only (top-down cars otherwise score as 'airplane' and are lost)",
     )
-    tracker: str = Field("bytetrack.yaml", title="Tracker config", description="ultralytics tracker yaml")
+    tracker: str = Field(
+        "gate_bytetrack.yaml", title="Tracker config",
+        description="ultralytics tracker yaml: a file in edge/trackers, an ultralytics name, or a path",
+    )
     vid_stride: int = Field(1, ge=1, le=10, title="Frame stride", description="process every n-th frame")
     max_box_share: float = Field(
         0.5,
@@ -171,11 +177,15 @@ class CountingConfig(_Strict):
         3.0, gt=0, title="Track expiry", description="forget a track not seen for this long (bounds memory)"
     )
     id_switch_guard_s: float = Field(
-        1.0,
+        1.5,
         ge=0,
         title="Id-switch guard",
         description="a new track appearing just past the line this soon after another crossed there "
         "is taken to be the same vehicle",
+    )
+    class_settle_s: float = Field(
+        1.0, ge=0, le=5, title="Class settle time",
+        description="a crossing's class is the track's majority class this long after it crossed",
     )
     id_switch_guard_dist: float = Field(0.06, ge=0, le=1, title="Id-switch guard distance")
     events: bool = Field(False, title="Publish per-crossing events")

@@ -27,6 +27,16 @@ SEGMENT_MARGIN = 0.05
 SPEED_SMOOTHING = 0.5
 
 
+@dataclass(frozen=True, slots=True)
+class Crossing:
+    lane: str
+    track_id: int
+    vehicle_class: VehicleClass
+    direction: str
+    t: float
+    wait_s: float | None
+
+
 @dataclass(slots=True)
 class TrackState:
     track_id: int
@@ -42,6 +52,8 @@ class TrackState:
     vy: float = 0.0
     zone_enter: float | None = None
     in_zone: bool = False
+    pending: Crossing | None = None  # counted, class not yet settled
+    born_at: float | None = None  # signed distance to the line when first seen inside the band
 
     def vote(self, cls: VehicleClass, conf: float) -> None:
         self.votes[cls] = self.votes.get(cls, 0.0) + conf
@@ -51,16 +63,6 @@ class TrackState:
         """Confidence-weighted majority over the track's life: a truck seen as 'car' in one
         frame stays a truck."""
         return max(self.votes.items(), key=lambda kv: kv[1])[0] if self.votes else VehicleClass.CAR
-
-
-@dataclass(frozen=True, slots=True)
-class Crossing:
-    lane: str
-    track_id: int
-    vehicle_class: VehicleClass
-    direction: str
-    t: float
-    wait_s: float | None
 
 
 class LaneCounter:
@@ -88,11 +90,38 @@ class LaneCounter:
         for k in new:
             tid = int(dets.track_id[k])
             x, y = float(points[k][0]), float(points[k][1])
-            state = self._inherit(tid, x, y, t, seen) or TrackState(tid, t, t, x, y)
+            state = self._inherit(tid, x, y, t, seen) or self._new_track(tid, x, y, t)
             self.tracks[tid] = state
             crossings.extend(self._observe(state, dets, k, points, t))
+        crossings.extend(self._settle(t))
         self._prune(t)
         return crossings
+
+    def _settle(self, t: float, force: bool = False) -> list[Crossing]:
+        """Emit counted crossings once their class has settled.
+
+        A pickup seen head-on scores 'car' until it is close; the class is taken from the
+        whole track, `class_settle_s` after the crossing, so the count is not frozen with
+        the first impression. The crossing keeps its own time for windowing.
+        """
+        out = []
+        for s in self.tracks.values():
+            p = s.pending
+            if p is not None and (force or t - p.t >= self.cfg.class_settle_s):
+                out.append(Crossing(p.lane, s.track_id, s.vehicle_class, p.direction, p.t, p.wait_s))
+                s.pending = None
+        return sorted(out, key=lambda c: c.t)
+
+    def flush(self, t: float) -> list[Crossing]:
+        """Crossings still settling, e.g. at the end of a replayed file."""
+        return self._settle(t, force=True)
+
+    def _new_track(self, tid: int, x: float, y: float, t: float) -> TrackState:
+        state = TrackState(tid, t, t, x, y)
+        d = self.line.signed_distance(x, y)
+        if abs(d) <= self.line.band:
+            state.born_at = d  # first seen on the line: at stream start, or out from behind another vehicle
+        return state
 
     def _inherit(self, tid: int, x: float, y: float, t: float, seen: set[int]) -> TrackState | None:
         """Id-switch guard: take over the state of a track that vanished within the guard time
@@ -143,21 +172,26 @@ class LaneCounter:
         if side == 0:
             return []
         out: list[Crossing] = []
+        from_side = s.side
+        if from_side == 0 and s.born_at is not None:
+            # first seen inside the band: it crossed if it moved a band-width through the line
+            if abs(self.line.signed_distance(x, y) - s.born_at) >= self.line.band:
+                from_side = -side
         if (
-            s.side == -side
+            from_side == -side
             and not s.counted
             and -SEGMENT_MARGIN <= self.line.along(x, y) <= 1 + SEGMENT_MARGIN
         ):
             s.counted = True
             direction = self.lane.directions[0] if side > 0 else self.lane.directions[1]
             wait = t - s.zone_enter if s.zone_enter is not None else None
-            out.append(Crossing(self.lane.id, s.track_id, s.vehicle_class, direction, t, wait))
+            s.pending = Crossing(self.lane.id, s.track_id, s.vehicle_class, direction, t, wait)
             s.in_zone = False
         s.side = side
         return out
 
     def _prune(self, t: float) -> None:
-        ttl = max(self.cfg.track_ttl_s, self.cfg.id_switch_guard_s)
+        ttl = max(self.cfg.track_ttl_s, self.cfg.id_switch_guard_s, self.cfg.class_settle_s)
         for tid in [tid for tid, s in self.tracks.items() if t - s.last_seen > ttl]:
             del self.tracks[tid]
 

@@ -151,6 +151,7 @@ class UltralyticsTracker:
             conf=self.cfg.conf,
             iou=self.cfg.iou,
             classes=self._classes,
+            agnostic_nms=True,  # one vehicle, one box: a truck also scored 'car' must not become two tracks
             verbose=False,
         )
         total_ms = (time.perf_counter() - t0) * 1000

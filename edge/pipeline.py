@@ -63,7 +63,7 @@ class Pipeline:
         self.counters: dict[str, LaneCounter] = {}
         self.monitors = {lane.id: QueueMonitor(lane.stationary_px_s) for lane in cfg.lanes}
         self.windows = WindowAggregator(
-            cfg.gate, cfg.unit, [lane.id for lane in cfg.lanes], cfg.counting.window_s
+            cfg.gate, cfg.unit, [lane.id for lane in cfg.lanes], cfg.counting.window_s, cfg.counting.class_settle_s
         )
         self.totals: dict[tuple[str, str, str], int] = {}  # (lane, class, direction) -> count
         self._stopped = False
@@ -100,6 +100,10 @@ class Pipeline:
                 snapshots[lane_id] = self.monitors[lane_id].update(
                     frame.t, counter.present(frame.t), lane_crossings
                 )
+        return self._account(frame.t, crossings, snapshots, dets, frame, t0)
+
+    def _account(self, t: float, crossings: list[Crossing], snapshots: dict[str, QueueSnapshot],
+                 dets: Detections | None, frame: Frame | None, t0: float) -> list[WindowRecord]:
         for c in crossings:
             key = (c.lane, c.vehicle_class.value, c.direction)
             self.totals[key] = self.totals.get(key, 0) + 1
@@ -114,7 +118,9 @@ class Pipeline:
                         wait_s=c.wait_s,
                     )
                 )
-        records = self.windows.add(frame.t, crossings, snapshots)
+        if frame is None or dets is None:  # end of stream: settle what is left, no frame to count
+            return self.windows.add_crossings(crossings)
+        records = self.windows.add(t, crossings, snapshots)
         self.stats.total_s["counting"] += time.perf_counter() - t0
         self.stats.frames += 1
         elapsed = time.perf_counter() - self.stats.started
@@ -131,6 +137,10 @@ class Pipeline:
             if frame is None:
                 break
             yield from self.process(frame)
+        if self.counters:
+            last = max((s.last_seen for c in self.counters.values() for s in c.tracks.values()), default=0.0)
+            pending = [x for c in self.counters.values() for x in c.flush(last)]
+            yield from self._account(last, pending, {}, None, None, time.perf_counter())
         yield from self.windows.flush()
 
     def close(self) -> None:

@@ -38,84 +38,117 @@ class _LaneWindow:
     last: QueueSnapshot | None = None
 
 
+@dataclass(slots=True)
+class _Window:
+    start: float
+    lanes: dict[str, _LaneWindow]
+    frames: int = 0
+    up: float = 0.0  # seconds with frames arriving
+
+
 class WindowAggregator:
-    """Feed it frames in time order; it returns records for every window that has closed."""
+    """Feed it frames in time order; it returns records for every window that has closed.
 
-    def __init__(self, gate: str, unit: str, lanes: list[str], window_s: float) -> None:
+    A window closes `lateness_s` after its end, because a crossing is only reported once its
+    class has settled, a little after the vehicle crossed; it still belongs to the window in
+    which it crossed.
+    """
+
+    def __init__(self, gate: str, unit: str, lanes: list[str], window_s: float, lateness_s: float = 0.0) -> None:
         self.gate, self.unit, self.lanes, self.window_s = gate, unit, lanes, window_s
-        self._start: float | None = None
+        self.lateness_s = lateness_s
+        self._windows: dict[float, _Window] = {}
+        self._next: float | None = None  # start of the oldest window not yet emitted
         self._last_t: float | None = None
-        self._frames = 0
-        self._up = 0.0
-        self._lanes: dict[str, _LaneWindow] = {}
+        self.late_crossings = 0
 
-    def _open(self, start: float) -> None:
-        self._start = start
-        self._frames = 0
-        self._up = 0.0
-        self._lanes = {lane: _LaneWindow() for lane in self.lanes}
+    def _window(self, t: float) -> _Window:
+        start = max(window_floor(t, self.window_s), self._next if self._next is not None else -math.inf)
+        w = self._windows.get(start)
+        if w is None:
+            w = self._windows[start] = _Window(start, {lane: _LaneWindow() for lane in self.lanes})
+        return w
 
-    def add(
-        self, t: float, crossings: list[Crossing], snapshots: dict[str, QueueSnapshot]
-    ) -> list[WindowRecord]:
+    def _spans(self, a: float, b: float) -> list[tuple[_Window, float]]:
+        """Split the interval [a, b) over the open windows it overlaps."""
+        out = []
+        t = a
+        while t < b:
+            w = self._window(t)
+            end = min(b, w.start + self.window_s)
+            if end <= t:
+                break
+            out.append((w, end - t))
+            t = end
+        return out
+
+    def add(self, t: float, crossings: list[Crossing], snapshots: dict[str, QueueSnapshot]) -> list[WindowRecord]:
         """Account one processed frame at time t (epoch seconds)."""
-        closed = self.advance(t)
-        if self._start is None:
-            self._open(window_floor(t, self.window_s))
-        dt = 0.0
-        if self._last_t is not None:
-            gap = t - max(self._last_t, self._start or t)
-            dt = gap if 0 < gap <= MAX_FRAME_GAP_S else 0.0
-        self._up += dt
-        self._frames += 1
+        if self._next is None:
+            self._next = window_floor(t, self.window_s)
+        spans: list[tuple[_Window, float]] = []
+        if self._last_t is not None and 0 < t - self._last_t <= MAX_FRAME_GAP_S:
+            spans = self._spans(max(self._last_t, self._next), t)
+        for w, dt in spans:
+            w.up += dt
+        current = self._window(t)
+        current.frames += 1
         self._last_t = t
+        self.add_crossings(crossings)
+        for lane, snap in snapshots.items():
+            for w, dt in spans:
+                w.lanes[lane].length_area += snap.length * dt
+            lw = current.lanes[lane]
+            lw.length_max = max(lw.length_max, snap.length)
+            lw.stationary_max = max(lw.stationary_max, snap.stationary)
+            lw.last = snap
+        return self.advance(t)
+
+    def add_crossings(self, crossings: list[Crossing]) -> list[WindowRecord]:
+        """Put each crossing in the window in which it happened."""
         for c in crossings:
-            lw = self._lanes[c.lane]
+            if self._next is None:
+                self._next = window_floor(c.t, self.window_s)
+            if c.t < self._next:
+                self.late_crossings += 1  # its window already went out; count it in the oldest open one
+            lw = self._window(c.t).lanes[c.lane]
             lw.counts[c.vehicle_class][c.direction] += 1
             if c.wait_s is not None:
                 lw.waits.append(c.wait_s)
-        for lane, snap in snapshots.items():
-            lw = self._lanes[lane]
-            lw.length_max = max(lw.length_max, snap.length)
-            lw.stationary_max = max(lw.stationary_max, snap.stationary)
-            lw.length_area += (lw.last.length if lw.last else snap.length) * dt
-            lw.last = snap
-        return closed
+        return []
 
     def advance(self, now: float) -> list[WindowRecord]:
-        """Close every window that ends at or before `now`; empty windows still yield records,
-        so a window with no vehicles reads as zero, not as missing data."""
+        """Close every window that ended `lateness_s` before `now`. Empty windows still yield
+        records, so a window with no vehicles reads as zero, not as missing data."""
         out: list[WindowRecord] = []
-        while self._start is not None and now >= self._start + self.window_s:
-            end = self._start + self.window_s
-            if self._last_t is not None and self._last_t < end and 0 < end - self._last_t <= MAX_FRAME_GAP_S:
-                self._up += end - max(self._last_t, self._start)
-                for lw in self._lanes.values():
-                    if lw.last is not None:
-                        lw.length_area += lw.last.length * (end - max(self._last_t, self._start))
-            out.extend(self._records())
-            self._open(end)
+        while self._next is not None and now >= self._next + self.window_s + self.lateness_s:
+            w = self._windows.pop(self._next, None) or _Window(self._next, {lane: _LaneWindow() for lane in self.lanes})
+            out.extend(self._records(w))
+            self._next += self.window_s
         return out
 
     def flush(self) -> list[WindowRecord]:
-        """Emit the open (partial) window, e.g. at the end of a replayed file."""
-        if self._start is None or self._frames == 0:
-            return []
-        out = self._records()
-        self._start = None
+        """Emit the open windows, e.g. at the end of a replayed file."""
+        out: list[WindowRecord] = []
+        while self._windows and self._next is not None:
+            w = self._windows.pop(self._next, None)
+            if w is not None:
+                out.extend(self._records(w))
+            self._next += self.window_s
+        self._next = None
+        self._last_t = None
         return out
 
-    def _records(self) -> list[WindowRecord]:
-        assert self._start is not None
-        start = datetime.fromtimestamp(self._start, UTC)
+    def _records(self, w: _Window) -> list[WindowRecord]:
+        start = datetime.fromtimestamp(w.start, UTC)
         out = []
         for lane in self.lanes:
-            lw = self._lanes[lane]
+            lw = w.lanes[lane]
             waits = np.asarray(lw.waits, dtype=np.float64)
             last = lw.last
             queue = QueueStats(
                 length_max=lw.length_max,
-                length_mean=round(lw.length_area / self._up, 3) if self._up > 0 else float(lw.length_max),
+                length_mean=round(lw.length_area / w.up, 3) if w.up > 0 else float(lw.length_max),
                 stationary_max=lw.stationary_max,
                 waits_n=len(waits),
                 wait_p50_s=round(float(np.percentile(waits, 50)), 2) if len(waits) else None,
@@ -137,8 +170,8 @@ class WindowAggregator:
                     window_s=self.window_s,
                     counts={c: dict(d) for c, d in lw.counts.items()},
                     queue=queue,
-                    frames=self._frames,
-                    camera_up=round(min(1.0, self._up / self.window_s), 4),
+                    frames=w.frames,
+                    camera_up=round(min(1.0, w.up / self.window_s), 4),
                 )
             )
         return out

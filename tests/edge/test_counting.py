@@ -15,17 +15,18 @@ LINE_Y = 500  # horizontal line across the middle; band = 0.03 * diag = 42 px
 
 
 def lane(**line_kw: object) -> LaneConfig:
-    kw: dict[str, object] = {"a": (0.0, 0.5), "b": (1.0, 0.5)} | line_kw
+    kw: dict[str, object] = {"a": (0.0, 0.5), "b": (1.0, 0.5), "band": 0.03} | line_kw
     return LaneConfig(id="l1", line=LineConfig(**kw), directions=("down", "up"))  # type: ignore[arg-type]
 
 
 def run(frames: list[list[Obs]], lane_cfg: LaneConfig | None = None, gap_frames: int = 0) -> list[tuple[str, str]]:
     counter = LaneCounter(lane_cfg or lane(band=0.03), CountingConfig(), *SIZE)
     out = []
+    crossings = []
     for i, obs in enumerate(frames):
-        for c in counter.update(frame(obs), i / FPS):
-            out.append((c.direction, c.vehicle_class.value))
-    return out
+        crossings += counter.update(frame(obs), i / FPS)
+    crossings += counter.flush(len(frames) / FPS)  # the end of the clip settles the rest
+    return [(c.direction, c.vehicle_class.value) for c in crossings]
 
 
 def ramp(a: float, b: float, step: float = 20.0) -> list[float]:
@@ -80,6 +81,24 @@ def test_follower_is_not_swallowed_by_the_guard() -> None:
     assert run(frames) == [("down", "car"), ("down", "car")]
 
 
+def test_class_settles_after_the_crossing() -> None:
+    """A pickup scored 'car' while far away and 'truck' once close counts as a truck."""
+    ys = ramp(300, 700)
+    # car for 9 frames, truck after: still "car" by majority when it crosses (y > 521), truck 1 s later
+    frames = [[(1, 500, y, VehicleClass.CAR if y <= 460 else VehicleClass.TRUCK)] for y in ys]
+    assert run(frames) == [("down", "truck")]
+
+
+def test_crossing_is_reported_once_the_class_settles() -> None:
+    counter = LaneCounter(lane(), CountingConfig(class_settle_s=1.0), *SIZE)
+    reported = []
+    for i, y in enumerate(ramp(300, 900, 10)):
+        reported += [(i / FPS, c.t) for c in counter.update(frame([(1, 500, y)]), i / FPS)]
+    assert len(reported) == 1
+    at, crossed = reported[0]
+    assert at - crossed == pytest.approx(1.0)
+
+
 def test_crossing_outside_the_segment_does_not_count() -> None:
     short = lane(a=(0.0, 0.5), b=(0.4, 0.5), band=0.03)
     assert run(path(1, ramp(300, 700), x=800), short) == []
@@ -88,17 +107,18 @@ def test_crossing_outside_the_segment_does_not_count() -> None:
 
 def test_vertical_line_directions() -> None:
     # a->b drawn top to bottom: the first direction is motion to the left on screen
-    vertical = LaneConfig(id="l1", line=LineConfig(a=(0.5, 0.0), b=(0.5, 1.0)), directions=("left", "right"))
+    vertical = LaneConfig(id="l1", line=LineConfig(a=(0.5, 0.0), b=(0.5, 1.0), band=0.03), directions=("left", "right"))
     counter = LaneCounter(vertical, CountingConfig(), *SIZE)
     got = []
     for i, x in enumerate(ramp(300, 700)):
         got += [c.direction for c in counter.update(frame([(1, x, 500)]), i / FPS)]
+    got += [c.direction for c in counter.flush(100.0)]
     assert got == ["right"]
 
 
 def test_wait_from_queue_zone_entry_to_crossing() -> None:
     cfg = LaneConfig(
-        id="l1", line=LineConfig(a=(0.0, 0.5), b=(1.0, 0.5)), directions=("down", "up"),
+        id="l1", line=LineConfig(a=(0.0, 0.5), b=(1.0, 0.5), band=0.03), directions=("down", "up"),
         queue_zone=[(0.0, 0.2), (1.0, 0.2), (1.0, 0.5), (0.0, 0.5)],
     )
     counter = LaneCounter(cfg, CountingConfig(), *SIZE)
@@ -106,6 +126,7 @@ def test_wait_from_queue_zone_entry_to_crossing() -> None:
     crossings = []
     for i, y in enumerate(ys):
         crossings += counter.update(frame([(1, 500, y)]), i / FPS)
+    crossings += counter.flush(100.0)
     assert len(crossings) == 1
     wait = crossings[0].wait_s
     assert wait is not None
@@ -132,8 +153,22 @@ def test_state_stays_bounded_over_a_simulated_day() -> None:
             obs.append((tid, 100 + 40 * (tid % 5), 100 + age * 40))
         total += len(counter.update(frame(obs), float(second)))
         peak = max(peak, len(counter.tracks))
+    total += len(counter.flush(24 * 3600.0))
     end = 24 * 3600 - 1
     crossed = sum(1 for born in range(0, 24 * 3600, 4) if end - born >= 12)  # past the band 12 s after entry
     assert total == crossed
     assert peak <= 10, f"track state grew to {peak}"
     assert len(counter.tracks) <= 10
+
+
+@pytest.mark.parametrize(
+    "ys, expected",
+    [
+        (ramp(490, 700), [("down", "car")]),  # on the line in the first frame, drives on
+        (ramp(530, 700), []),  # born near the band edge, barely moves through: not a traverse
+        ([500.0] * 30, []),  # parked on the line
+    ],
+    ids=["crossing at stream start", "born at the band edge", "parked on the line"],
+)
+def test_track_first_seen_on_the_line(ys: list[float], expected: list[tuple[str, str]]) -> None:
+    assert run(path(1, ys)) == expected
