@@ -64,3 +64,18 @@ def export_model(weights: Path, fmt: str, imgsz: int, out_dir: Path | None = Non
     if produced != target:
         shutil.move(str(produced), str(target))
     return target
+
+
+def main() -> None:
+    import sys
+
+    if len(sys.argv) != 4:
+        sys.exit("usage: python -m edge.export WEIGHTS FORMAT IMGSZ")
+    try:
+        print(export_model(Path(sys.argv[1]), sys.argv[2], int(sys.argv[3])))
+    except EdgeError as exc:
+        sys.exit(f"error: {exc}")
+
+
+if __name__ == "__main__":
+    main()
