@@ -9,6 +9,7 @@ from __future__ import annotations
 import typer
 
 from edge.cli import register as register_edge
+from gatewatch.ops_cli import register as register_ops
 from server.cli import register as register_server
 
 app = typer.Typer(
@@ -20,6 +21,7 @@ app = typer.Typer(
 )
 register_edge(app)
 register_server(app)
+register_ops(app)
 
 
 def main() -> None:
