@@ -289,22 +289,33 @@ class Publisher:
         """Wake the drain loop: something was just enqueued."""
         self._wake.set()
 
-    def flush(self, timeout_s: float) -> bool:
-        """Wait until the outbox is empty (everything acknowledged), or the timeout passes."""
+    def flush(self, timeout_s: float, *, until_idle: bool = False) -> bool:
+        """Wait until the outbox is empty (everything acknowledged).
+
+        With `until_idle`, give up only after `timeout_s` without progress: a replayed file must
+        deliver all of its backlog before the process exits, however long that takes, but not
+        hang forever on a dead link.
+        """
         deadline = time.monotonic() + timeout_s
+        depth = len(self.outbox)
         while time.monotonic() < deadline:
-            if len(self.outbox) == 0:
+            now_depth = len(self.outbox)
+            if now_depth == 0:
                 return True
+            if until_idle and now_depth < depth:
+                deadline = time.monotonic() + timeout_s
+            depth = now_depth
             self._wake.set()
             time.sleep(0.05)
         return len(self.outbox) == 0
 
-    def stop(self, flush_timeout_s: float = 5.0) -> None:
+    def stop(self, flush_timeout_s: float = 5.0, *, drain_all: bool = False) -> None:
         """Drain what can be drained, announce `offline`, disconnect cleanly.
 
-        What is not acknowledged in time stays in the outbox for the next start.
+        What is not acknowledged in time stays in the outbox for the next start. `drain_all`
+        (the source ended by itself) keeps draining for as long as the backlog shrinks.
         """
-        if self.connected and flush_timeout_s > 0 and not self.flush(flush_timeout_s):
+        if self.connected and flush_timeout_s > 0 and not self.flush(flush_timeout_s, until_idle=drain_all):
             log.warning("shutdown: %d message(s) left in the outbox for the next start", len(self.outbox))
         was_connected = self.connected
         self._stopping.set()

@@ -244,12 +244,14 @@ class EdgeRuntime:
         ticker = threading.Thread(target=self._tick_loop, name="edge-ticker", daemon=True)
         ticker.start()
         self.notifier.notify("READY=1\nSTATUS=counting")
+        ended = False
         try:
             for record in pipeline.records():
                 self.enqueue_record(record)
                 self._progress_at = self.monotonic()
                 if self._stop.is_set():
                     break
+            ended = not self._stop.is_set()
         finally:
             self._running = False
             self._stop.set()
@@ -258,11 +260,13 @@ class EdgeRuntime:
                 pipeline.close()
             finally:
                 ticker.join(timeout=5)
-                self.shutdown()
+                self.shutdown(drain_all=ended)
 
-    def shutdown(self) -> None:
+    def shutdown(self, *, drain_all: bool = False) -> None:
+        """Flush, go offline, release GPIO and the outbox. `drain_all`: the source ended on its
+        own (a replayed file), so wait for the whole backlog rather than a bounded flush."""
         try:
-            self.publisher.stop(self.flush_timeout_s)
+            self.publisher.stop(self.flush_timeout_s, drain_all=drain_all)
         finally:
             if self.signals is not None:
                 self.signals.close()

@@ -128,7 +128,7 @@ class Subscriber:
         self.client.on_connect = on_connect
         self.client.on_message = on_message
         self.client.on_disconnect = on_disconnect
-        props = Properties(PacketTypes.CONNECT)
+        props = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
         props.SessionExpiryInterval = 3600
         self.client.connect_async("127.0.0.1", port, keepalive=5, clean_start=False, properties=props)
         self.client.loop_start()
