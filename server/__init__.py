@@ -1,4 +1,8 @@
-"""gatewatch server: validated MQTT ingest into InfluxDB, and congestion alerts."""
+"""gatewatch server: validated MQTT ingest into InfluxDB, and congestion alerts.
+
+Reading order follows the data: config -> subscriber -> validation -> points -> writer (sinks,
+spool) -> alerts -> health, wired together in app.
+"""
 
 
 class ServerError(Exception):

@@ -1,0 +1,265 @@
+"""Wiring: subscriber -> validation -> schema -> durable writer, with alerts and health on the side.
+
+One processing thread owns the stream, so the alert state sees messages in arrival order and
+needs no locks. It collects a batch of messages, makes the batch durable (database or spool),
+and only then acknowledges the batch's messages, in the order they arrived. Rejected messages
+are dead-lettered as they come and acknowledged with their batch.
+
+Every seam is injected (sink, spool, subscriber client, clock), so tests and the benchmark run
+the same wiring against real services or fakes.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+
+from influxdb_client.client.write.point import Point
+
+from server import schema
+from server.alerts import AlertEngine, AlertEvent
+from server.config import ServerConfig
+from server.health import Health, health_fields
+from server.sinks import Sink, make_sink
+from server.spool import Spool, SpoolError
+from server.subscriber import Received, Subscriber
+from server.validation import Clock, UnitMessage, Validator, utc_now
+from server.writer import DurableWriter
+from wire.errors import WireError
+from wire.payloads import CountsMessage, DeadLetter, EventMessage, HealthMessage, encode
+from wire.topics import DEAD_LETTER, PREFIX, SERVER_HEALTH, Topic, TopicKind
+
+log = logging.getLogger(__name__)
+
+#: how often the wall-clock silence check runs
+SILENCE_CHECK_S = 1.0
+
+
+def points_for(message: UnitMessage) -> list[Point]:
+    if isinstance(message, CountsMessage):
+        return schema.counts_points(message)
+    if isinstance(message, EventMessage):
+        return schema.event_points(message)
+    if isinstance(message, HealthMessage):
+        return schema.health_points(message)
+    return schema.status_points(message)
+
+
+def is_own_output(topic: str) -> bool:
+    """Topics the server publishes itself; a wide subscription (`gatewatch/v1/#`) sees them too."""
+    if topic.startswith((DEAD_LETTER, SERVER_HEALTH, f"{PREFIX}/_")):
+        return True
+    parts = topic.split("/")
+    return len(parts) == 5 and parts[4] == TopicKind.ALERT.value
+
+
+@dataclass
+class _Batch:
+    lines: list[str] = field(default_factory=list)
+    acks: list[Received] = field(default_factory=list)
+    messages: int = 0
+    accepted: int = 0
+    started: float = 0.0
+
+
+class Server:
+    def __init__(
+        self, config: ServerConfig, *, sink: Sink, spool: Spool, subscriber: Subscriber | None = None,
+        inbox: queue.Queue[Received] | None = None, clock: Clock = utc_now,
+    ) -> None:
+        self.config = config
+        self.clock = clock
+        self.inbox: queue.Queue[Received] = inbox if inbox is not None else queue.Queue()
+        self.subscriber = subscriber or Subscriber(config.mqtt, self.inbox)
+        self.health = Health(config.server_id)
+        self.writer = DurableWriter(
+            sink, spool, replay_batch=config.spool.replay_batch, retry_min_s=config.spool.retry_min_s,
+            retry_max_s=config.spool.retry_max_s, on_written=self.health.on_write,
+        )
+        self.validator = Validator(config.validation, clock)
+        self.alerts = AlertEngine(config.alerts)
+        self._stop = threading.Event()
+        self._batch = _Batch()
+
+    # -- lifecycle -----------------------------------------------------------------------------
+
+    def request_stop(self) -> None:
+        """Safe from a signal handler: only sets a flag."""
+        self._stop.set()
+
+    def run(self) -> None:
+        """Process until `request_stop`; then flush, acknowledge and disconnect."""
+        log.info("gatewatch server %s: mqtt %s subscribe %s, database %s, spool %s",
+                 self.config.server_id, self.subscriber.where, self.config.mqtt.subscription,
+                 self.writer.sink.target, self.writer.spool.path)
+        self.writer.start()
+        self.subscriber.start()
+        now = time.monotonic()
+        next_health = now + self.config.health.interval_s
+        next_republish = now + self.config.alerts.valid_s / 2
+        next_silence = now + SILENCE_CHECK_S
+        try:
+            while not self._stop.is_set():
+                self._pump(0.05)
+                now = time.monotonic()
+                if (self._batch.messages or self._batch.lines) and (
+                    self._batch.messages >= self.config.influx.batch_size
+                    or now - self._batch.started >= self.config.influx.flush_interval_s
+                ):
+                    self._flush()
+                if self.config.alerts.silence_wall_clock and now >= next_silence:
+                    next_silence = now + SILENCE_CHECK_S
+                    self._on_events(self.alerts.check_silence(self.clock()))
+                if now >= next_republish:
+                    next_republish = now + self.config.alerts.valid_s / 2
+                    self._publish_alerts(all_lanes=True)
+                if now >= next_health:
+                    next_health = now + self.config.health.interval_s
+                    self._health_tick()
+        finally:
+            self._shutdown()
+
+    def _shutdown(self) -> None:
+        try:
+            while True:  # what is already here gets stored and acknowledged, not re-sent
+                self._handle(self.inbox.get_nowait())
+        except queue.Empty:
+            pass
+        self._flush()
+        self.subscriber.stop()
+        self.writer.stop()
+        log.info("gatewatch server stopped (spool depth %d)", self.writer.spool.depth)
+
+    # -- stream --------------------------------------------------------------------------------
+
+    def _pump(self, timeout: float) -> None:
+        """Take what has arrived, up to one batch, waiting at most `timeout` for the first."""
+        try:
+            item = self.inbox.get(timeout=timeout)
+        except queue.Empty:
+            return
+        self._handle(item)
+        limit = self.config.influx.batch_size
+        while self._batch.messages < limit:
+            try:
+                item = self.inbox.get_nowait()
+            except queue.Empty:
+                return
+            self._handle(item)
+
+    def _note_start(self) -> None:
+        if not self._batch.messages and not self._batch.lines:
+            self._batch.started = time.monotonic()
+
+    def _handle(self, item: Received) -> None:
+        self._note_start()
+        self._batch.messages += 1
+        self._batch.acks.append(item)
+        if is_own_output(item.topic):
+            return
+        self.health.on_received()
+        try:
+            message = self.validator.check(item.topic, item.payload)
+        except WireError as exc:
+            self._reject(item, exc.reason, exc.detail)
+            return
+        try:
+            self._batch.lines.extend(schema.lines(points_for(message)))
+            self._on_events(self.alerts.on_message(message))
+        except Exception as exc:  # a bug must cost one message, not the stream
+            log.exception("internal error on a message from %s", item.topic)
+            self._reject(item, "internal", f"{type(exc).__name__}: {exc}")
+            return
+        self._batch.accepted += 1
+        self.health.on_unit(message.gate, message.unit)
+
+    def _reject(self, item: Received, reason: str, detail: str) -> None:
+        self.health.on_rejected(reason)
+        log.warning("rejected message on %s: %s: %.200s", item.topic, reason, detail)
+        letter = DeadLetter(
+            topic=item.topic[:512], reason=reason[:40], detail=detail[:1000],
+            payload=item.payload[:2048].decode("utf-8", "backslashreplace")[:2048], at=self.clock(),
+        )
+        self.subscriber.publish(DEAD_LETTER, encode(letter), qos=1)
+
+    def _flush(self) -> None:
+        batch = self._batch
+        if not batch.messages and not batch.lines:
+            return
+        try:
+            self.writer.write(batch.lines)
+        except SpoolError as exc:
+            # neither database nor disk: keep the batch unacknowledged and try again shortly
+            log.error("cannot store batch of %d messages: %s", batch.messages, exc)
+            self._stop.wait(1.0)
+            return
+        for item in batch.acks:
+            self.subscriber.ack(item.mid, item.qos, item.generation)
+        self.health.on_stored(batch.accepted)
+        self._batch = _Batch()
+
+    # -- alerts and health ---------------------------------------------------------------------
+
+    def _on_events(self, events: list[AlertEvent]) -> None:
+        if events:
+            self._note_start()
+        for e in events:
+            log.info("alert %s %s/%s %s (%s): %s", "raised" if e.active else "cleared", e.gate, e.lane, e.rule,
+                     e.level.value, e.text)
+            self._batch.lines.extend(schema.lines([schema.alert_point(
+                e.gate, e.lane, e.rule, e.at, e.level, e.active, e.expected_wait_s, e.text)]))
+        self._publish_alerts(all_lanes=False)
+
+    def _publish_alerts(self, *, all_lanes: bool) -> None:
+        changed = self.alerts.take_changed()
+        lanes = self.alerts.lanes() if all_lanes else sorted(changed)
+        if not lanes:
+            return
+        at = self.clock()
+        for gate, lane in lanes:
+            state = self.alerts.state(gate, lane, at)
+            self.subscriber.publish(str(Topic.alert(gate, lane)), encode(state), qos=1, retain=True)
+
+    def _health_tick(self) -> None:
+        snap = self.health.snapshot(
+            self.clock(), spool_depth=self.writer.spool.depth, db_up=self.writer.db_up,
+            mqtt_connected=self.subscriber.connected.is_set(), db_rejected_points=self.writer.rejected_points,
+        )
+        self.subscriber.publish(SERVER_HEALTH, snap.model_dump_json(by_alias=True).encode(), qos=1, retain=True)
+        self._note_start()
+        self._batch.lines.extend(schema.lines([schema.server_health_point(snap.server, snap.at, health_fields(snap))]))
+
+
+def build(config: ServerConfig, clock: Clock = utc_now) -> Server:
+    """The production wiring: the configured sink, the spool file, a real MQTT client."""
+    return Server(config, sink=make_sink(config.influx), spool=Spool(config.spool.path), clock=clock)
+
+
+@contextmanager
+def running(config: ServerConfig, clock: Clock = utc_now) -> Iterator[Server]:
+    """Run a server in a background thread for the duration of a `with` block (tests, benchmark)."""
+    server = build(config, clock)
+    errors: list[BaseException] = []
+
+    def target() -> None:
+        try:
+            server.run()
+        except BaseException as exc:  # surfaced to the caller on exit
+            errors.append(exc)
+
+    thread = threading.Thread(target=target, name="gatewatch-server", daemon=True)
+    thread.start()
+    try:
+        yield server
+    finally:
+        server.request_stop()
+        thread.join(30)
+        server.writer.sink.close()
+        server.writer.spool.close()
+    if errors:
+        raise errors[0]

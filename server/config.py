@@ -1,0 +1,313 @@
+"""Server configuration: one YAML file validated by pydantic, secrets only via environment variables.
+
+Every model forbids unknown keys, so a typo (``raise_fro_s``) is an error with its path instead
+of a silently ignored setting that leaves a gate without alerts. Passwords and tokens are named
+by environment variable, never written in the file, so the file can be shared and logged.
+"""
+
+from __future__ import annotations
+
+import os
+from enum import StrEnum
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from server import ServerError
+from wire.payloads import MAX_PAYLOAD_BYTES, AlertLevel
+from wire.topics import ALL_UNITS, ID_PATTERN
+
+Id = str
+
+
+class ConfigError(ServerError):
+    """The config cannot be used; `errors` holds one "path: message" line per problem."""
+
+    def __init__(self, errors: list[str]) -> None:
+        super().__init__("; ".join(errors))
+        self.errors = errors
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+def secret_from_env(var: str | None, what: str) -> str | None:
+    """Read a secret named by the config; a named but unset variable is a config error, not None."""
+    if var is None:
+        return None
+    value = os.environ.get(var)
+    if value is None:
+        raise ConfigError([f"{what}: environment variable {var} is not set"])
+    return value
+
+
+class MqttConfig(_Strict):
+    host: str = Field("127.0.0.1", title="Broker host")
+    port: int = Field(1883, ge=1, le=65535, title="Broker port")
+    client_id: str = Field(
+        "gatewatch-server", min_length=1, max_length=64, title="Client id",
+        description="fixed, so the broker keeps this server's persistent session across restarts",
+    )
+    username: str | None = Field(None, title="Username")
+    password_env: str | None = Field(
+        None, title="Password env var", description="environment variable with the password",
+    )
+    tls_ca_file: Path | None = Field(None, title="CA file", description="enables TLS when set")
+    keepalive_s: int = Field(30, ge=5, le=3600, title="Keepalive (s)")
+    session_expiry_s: int = Field(
+        7 * 24 * 3600, ge=60, le=0xFFFFFFFF, title="Session expiry (s)",
+        description="how long the broker queues QoS 1 messages for this server while it is down",
+    )
+    topic: str = Field(ALL_UNITS, title="Subscription", description="topic filter for unit messages")
+    shared_group: str | None = Field(
+        None, pattern=ID_PATTERN, title="Shared subscription group",
+        description="subscribe as $share/<group>/<topic> so several servers split the load (MQTT v5)",
+    )
+    receive_maximum: int = Field(
+        1000, ge=1, le=65535, title="Receive maximum",
+        description="unacknowledged messages the broker may have in flight to us; bounds a batch",
+    )
+    reconnect_min_s: float = Field(0.5, gt=0, le=60, title="Reconnect delay min (s)")
+    reconnect_max_s: float = Field(30.0, gt=0, le=600, title="Reconnect delay max (s)")
+
+    @property
+    def subscription(self) -> str:
+        return f"$share/{self.shared_group}/{self.topic}" if self.shared_group else self.topic
+
+
+class InfluxApi(StrEnum):
+    V1 = "v1"
+    V2 = "v2"
+
+
+class InfluxConfig(_Strict):
+    api: InfluxApi = Field(
+        InfluxApi.V1, title="Write API",
+        description="v1: /write of InfluxDB 1.6/1.7 (Debian); v2: InfluxDB 2.x/3.x, 1.8+ compat, VictoriaMetrics",
+    )
+    url: str = Field("http://127.0.0.1:8086", pattern=r"^https?://", title="Database URL")
+    database: str = Field("gatewatch", min_length=1, title="Database (v1)")
+    retention_policy: str | None = Field(None, title="Retention policy (v1)")
+    create_database: bool = Field(
+        True, title="Create database (v1)", description="run CREATE DATABASE (idempotent) when first reached",
+    )
+    username: str | None = Field(None, title="Username (v1)")
+    password_env: str | None = Field(None, title="Password env var (v1)")
+    org: str = Field("gatewatch", title="Organisation (v2)")
+    bucket: str = Field("gatewatch", title="Bucket (v2)")
+    token_env: str | None = Field(
+        None, title="Token env var (v2)", description="environment variable with the API token",
+    )
+    timeout_s: float = Field(10.0, gt=0, le=300, title="Request timeout (s)")
+    batch_size: int = Field(
+        500, ge=1, le=50_000, title="Batch size (messages)",
+        description="messages written per request; keep below mqtt.receive_maximum so batches fill",
+    )
+    flush_interval_s: float = Field(
+        0.2, gt=0, le=60, title="Flush interval (s)",
+        description="longest a message waits for its batch to fill; adds to end-to-end latency",
+    )
+
+
+class SpoolConfig(_Strict):
+    path: Path = Field(Path("/var/lib/gatewatch/server-spool.sqlite3"), title="Spool file")
+    replay_batch: int = Field(5000, ge=1, le=100_000, title="Replay batch (points)")
+    retry_min_s: float = Field(0.5, gt=0, le=60, title="Retry delay min (s)")
+    retry_max_s: float = Field(10.0, gt=0, le=600, title="Retry delay max (s)")
+
+
+class ValidationConfig(_Strict):
+    accept_unknown: bool = Field(
+        False, title="Accept unknown units", description="accept gates and units not listed under `gates`",
+    )
+    gates: dict[str, list[str]] = Field(
+        default_factory=dict, title="Known units", description="gate id -> unit ids allowed to publish",
+    )
+    max_future_s: float = Field(
+        120.0, ge=0, le=86_400, title="Clock skew bound (s)",
+        description="reject windows or stamps further than this ahead of the server clock",
+    )
+    max_payload_bytes: int = Field(MAX_PAYLOAD_BYTES, ge=256, le=MAX_PAYLOAD_BYTES, title="Max payload (bytes)")
+    max_vehicles_per_window: int = Field(
+        5000, ge=1, le=1_000_000, title="Max vehicles per window",
+        description="a lane cannot plausibly count more crossings than this in one window",
+    )
+
+    @model_validator(mode="after")
+    def _known(self) -> ValidationConfig:
+        import re
+
+        bad = [g for g in self.gates if not re.match(ID_PATTERN, g)]
+        bad += [u for units in self.gates.values() for u in units if not re.match(ID_PATTERN, u)]
+        if bad:
+            raise ValueError(f"ids {bad} must match {ID_PATTERN}")
+        if not self.accept_unknown and not self.gates:
+            raise ValueError("list the known gates and units under `gates`, or set accept_unknown: true")
+        return self
+
+
+class CongestedRule(_Strict):
+    enabled: bool = True
+    metric: Literal["length_max", "length_mean", "stationary_max"] = Field(
+        "length_max", title="Queue metric", description="which QueueStats value is the queue length",
+    )
+    raise_at: float = Field(8, ge=0, title="Raise at (vehicles)", description="queue >= this ...")
+    raise_for_s: float = Field(60, ge=0, title="... for at least (s)")
+    clear_below: float = Field(4, ge=0, title="Clear below (vehicles)", description="queue < this ...")
+    clear_for_s: float = Field(60, ge=0, title="... for at least (s)")
+    level: AlertLevel = Field(AlertLevel.ORANGE, title="Level while active")
+
+
+class StalledRule(_Strict):
+    enabled: bool = True
+    min_queue: float = Field(1, ge=0, title="Queued vehicles", description="stationary_max >= this counts as queued")
+    for_s: float = Field(300, ge=0, title="No crossings for (s)")
+    level: AlertLevel = Field(AlertLevel.RED, title="Level while active")
+
+
+class UnitOfflineRule(_Strict):
+    enabled: bool = True
+    missed_health: float = Field(3, gt=0, title="Missed health intervals")
+    level: AlertLevel = Field(AlertLevel.YELLOW, title="Level while active")
+
+
+class CameraDownRule(_Strict):
+    enabled: bool = True
+    min_camera_up: float = Field(0.5, ge=0, le=1, title="Min camera uptime share per window")
+    level: AlertLevel = Field(AlertLevel.YELLOW, title="Level while active")
+
+
+class LoopMismatchRule(_Strict):
+    enabled: bool = True
+    max_share: float = Field(0.2, ge=0, le=1, title="Max disagreement share", description="|loop-camera|/max")
+    over_windows: int = Field(6, ge=1, le=1000, title="Windows summed", description="smooths per-window noise")
+    min_vehicles: int = Field(10, ge=1, title="Min vehicles", description="judge only once this many passed")
+    level: AlertLevel = Field(AlertLevel.YELLOW, title="Level while active")
+
+
+class LaneRules(_Strict):
+    """Rules of one lane; in an override only the keys written replace the defaults."""
+
+    congested: CongestedRule = Field(default_factory=CongestedRule)
+    stalled: StalledRule = Field(default_factory=StalledRule)
+    unit_offline: UnitOfflineRule = Field(default_factory=UnitOfflineRule)
+    camera_down: CameraDownRule = Field(default_factory=CameraDownRule)
+    loop_mismatch: LoopMismatchRule = Field(default_factory=LoopMismatchRule)
+
+    def merged(self, override: LaneRules) -> LaneRules:
+        """Apply only the fields an override actually set, rule by rule."""
+        update: dict[str, Any] = {}
+        for name in override.model_fields_set:
+            mine: _Strict = getattr(self, name)
+            theirs: _Strict = getattr(override, name)
+            update[name] = mine.model_copy(update={k: getattr(theirs, k) for k in theirs.model_fields_set})
+        return self.model_copy(update=update)
+
+
+class GateLevelConfig(_Strict):
+    """Thresholds of the gate's colour (green, yellow, orange, red) on the single-window scale."""
+
+    enabled: bool = True
+    metric: Literal["queue_total", "expected_wait_max_s"] = Field(
+        "queue_total", title="Gate metric",
+        description="sum of lane queues, or the longest expected wait of any lane (s)",
+    )
+    yellow: float = Field(10, ge=0, title="Yellow at")
+    orange: float = Field(25, ge=0, title="Orange at")
+    red: float = Field(50, ge=0, title="Red at")
+
+    @model_validator(mode="after")
+    def _ordered(self) -> GateLevelConfig:
+        if not self.yellow <= self.orange <= self.red:
+            raise ValueError("thresholds must satisfy yellow <= orange <= red")
+        return self
+
+
+class GateAlerts(_Strict):
+    rules: LaneRules = Field(default_factory=LaneRules, title="Overrides for every lane of this gate")
+    lanes: dict[str, LaneRules] = Field(default_factory=dict, title="Overrides per lane id")
+    level: GateLevelConfig | None = Field(None, title="Gate colour thresholds (default: alerts.level)")
+
+
+class AlertsConfig(_Strict):
+    valid_s: float = Field(
+        60, gt=0, le=86_400, title="Alert validity (s)",
+        description="a lane light goes 'unknown' after this; the state is republished every valid_s/2",
+    )
+    rules: LaneRules = Field(default_factory=LaneRules, title="Default rules for every lane")
+    level: GateLevelConfig = Field(default_factory=GateLevelConfig, title="Default gate colour thresholds")
+    gates: dict[str, GateAlerts] = Field(default_factory=dict, title="Overrides per gate")
+    silence_wall_clock: bool = Field(
+        True, title="Detect silent units by wall clock",
+        description="also advance the offline check with the server clock; off for deterministic replays",
+    )
+
+    def lane_rules(self, gate: str, lane: str) -> LaneRules:
+        rules = self.rules
+        g = self.gates.get(gate)
+        if g is not None:
+            rules = rules.merged(g.rules)
+            if lane in g.lanes:
+                rules = rules.merged(g.lanes[lane])
+        return rules
+
+    def gate_level(self, gate: str) -> GateLevelConfig:
+        g = self.gates.get(gate)
+        return g.level if g is not None and g.level is not None else self.level
+
+    @model_validator(mode="after")
+    def _hysteresis(self) -> AlertsConfig:
+        lanes = [("rules", self.rules)]
+        for gate, g in self.gates.items():
+            lanes.append((f"gates.{gate}.rules", self.lane_rules(gate, "\0")))
+            lanes += [(f"gates.{gate}.lanes.{lane}", self.lane_rules(gate, lane)) for lane in g.lanes]
+        for where, rules in lanes:
+            c = rules.congested
+            if c.clear_below > c.raise_at:
+                raise ValueError(f"{where}.congested: clear_below {c.clear_below} > raise_at {c.raise_at}")
+        return self
+
+
+class HealthConfig(_Strict):
+    interval_s: float = Field(10, gt=0, le=3600, title="Health interval (s)")
+
+
+class ServerConfig(_Strict):
+    server_id: str = Field("server", pattern=ID_PATTERN, title="Server id", description="tag of server_health points")
+    mqtt: MqttConfig = Field(default_factory=MqttConfig)
+    influx: InfluxConfig = Field(default_factory=InfluxConfig)
+    spool: SpoolConfig = Field(default_factory=SpoolConfig)
+    validation: ValidationConfig = Field(default_factory=lambda: ValidationConfig(accept_unknown=True))
+    alerts: AlertsConfig = Field(default_factory=AlertsConfig)
+    health: HealthConfig = Field(default_factory=HealthConfig)
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field("INFO", title="Log level")
+
+
+def format_errors(exc: ValidationError) -> list[str]:
+    return [f"{'.'.join(str(p) for p in e['loc']) or '<root>'}: {e['msg']}" for e in exc.errors()]
+
+
+def parse_config(raw: Any) -> ServerConfig:
+    if raw is None:
+        raw = {}
+    if not isinstance(raw, dict):
+        raise ConfigError([f"<root>: expected a mapping, got {type(raw).__name__}"])
+    try:
+        return ServerConfig.model_validate(raw)
+    except ValidationError as exc:
+        raise ConfigError(format_errors(exc)) from None
+
+
+def load_config(path: Path) -> ServerConfig:
+    try:
+        text = path.read_text()
+    except OSError as exc:
+        raise ConfigError([f"{path}: {exc.strerror or exc}"]) from None
+    try:
+        raw = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise ConfigError([f"{path}: not valid YAML: {str(exc).splitlines()[0]}"]) from None
+    return parse_config(raw)

@@ -1,0 +1,152 @@
+"""The InfluxDB schema: which measurement, tags and fields each message becomes.
+
+Timestamps are the record's own (window start, or the unit's stamp), never arrival time, so a
+re-delivered message lands on the same (measurement, tags, time) point and overwrites it: the
+at-least-once transport plus this rule gives exactly-once data. Tags only ever carry ids from a
+small fixed set (gate, unit, lane, class, direction, rule); track ids and text are fields.
+
+Line protocol comes from influxdb-client's `Point`, which owns escaping; both sinks write its
+output, and the spool stores it verbatim.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from datetime import datetime
+
+from influxdb_client.client.write.point import Point
+from influxdb_client.domain.write_precision import WritePrecision
+
+from wire.payloads import (
+    AlertLevel,
+    CountsMessage,
+    EventMessage,
+    HealthMessage,
+    StatusMessage,
+    UnitState,
+)
+
+LANE_COUNTS = "lane_counts"
+LANE_QUEUE = "lane_queue"
+LANE_EVENTS = "lane_events"
+UNIT_HEALTH = "unit_health"
+UNIT_STATUS = "unit_status"
+ALERTS = "alerts"
+SERVER_HEALTH = "server_health"
+
+FieldValue = int | float | bool | str
+
+
+def _point(measurement: str, at: datetime, tags: dict[str, str], fields: dict[str, FieldValue | None]) -> Point:
+    p = Point(measurement)  # type: ignore[no-untyped-call]
+    p.time(at, WritePrecision.NS)  # type: ignore[no-untyped-call]
+    for k, v in tags.items():
+        p.tag(k, v)  # type: ignore[no-untyped-call]
+    for k, f in fields.items():
+        if f is not None:
+            p.field(k, f)  # type: ignore[no-untyped-call]
+    return p
+
+
+def lines(points: Iterable[Point]) -> list[str]:
+    out = []
+    for p in points:
+        line: str = p.to_line_protocol()  # type: ignore[no-untyped-call]
+        if line:
+            out.append(line)
+    return out
+
+
+def counts_points(m: CountsMessage) -> list[Point]:
+    """One `lane_counts` point per (class, direction), plus the lane's `lane_queue` point.
+
+    Classes and directions with no crossings are not written, so Grafana's sum() is unaffected
+    and the tag set stays as small as the traffic.
+    """
+    ids = {"gate": m.gate, "unit": m.unit, "lane": m.lane}
+    out = [
+        _point(LANE_COUNTS, m.window_start, {**ids, "class": cls.value, "direction": direction}, {"count": int(n)})
+        for cls, dirs in m.counts.items()
+        for direction, n in dirs.items()
+    ]
+    q = m.queue
+    out.append(
+        _point(LANE_QUEUE, m.window_start, ids, {
+            "window_s": float(m.window_s),
+            "total": int(m.total()),
+            "length_max": int(q.length_max),
+            "length_mean": float(q.length_mean),
+            "stationary_max": int(q.stationary_max),
+            "waits_n": int(q.waits_n),
+            "wait_p50_s": _f(q.wait_p50_s),
+            "wait_p90_s": _f(q.wait_p90_s),
+            "wait_max_s": _f(q.wait_max_s),
+            "clearance_per_min": _f(q.clearance_per_min),
+            "expected_wait_s": _f(q.expected_wait_s),
+            "frames": int(m.frames),
+            "camera_up": float(m.camera_up),
+            "loop_count": None if m.loop_count is None else int(m.loop_count),
+            "seq": int(m.seq),
+        })
+    )
+    return out
+
+
+def event_points(m: EventMessage) -> list[Point]:
+    e = m.event
+    tags = {"gate": m.gate, "unit": m.unit, "lane": e.lane, "class": e.vehicle_class.value, "direction": e.direction}
+    return [_point(LANE_EVENTS, e.at, tags, {"track_id": int(e.track_id), "wait_s": _f(e.wait_s), "seq": int(m.seq)})]
+
+
+def health_points(m: HealthMessage) -> list[Point]:
+    return [
+        _point(UNIT_HEALTH, m.at, {"gate": m.gate, "unit": m.unit}, {
+            "interval_s": float(m.interval_s),
+            "fps": float(m.fps),
+            "inference_ms": float(m.inference_ms),
+            "camera": m.camera.value,
+            "camera_up": m.camera.value == "up",
+            "outbox_depth": int(m.outbox_depth),
+            "outbox_oldest_s": _f(m.outbox_oldest_s),
+            "dropped_records": int(m.dropped_records),
+            "cpu_temp_c": _f(m.cpu_temp_c),
+            "throttled": m.throttled,
+            "mem_mb": float(m.mem_mb),
+            "uptime_s": float(m.uptime_s),
+            "seq": int(m.seq),
+        })
+    ]
+
+
+def status_points(m: StatusMessage) -> list[Point]:
+    return [
+        _point(UNIT_STATUS, m.at, {"gate": m.gate, "unit": m.unit}, {
+            "state": m.state.value,
+            "online": m.state == UnitState.ONLINE,
+            "version": m.version,
+            "config_hash": m.config_hash,
+            "seq": int(m.seq),
+        })
+    ]
+
+
+def alert_point(
+    gate: str, lane: str, rule: str, at: datetime, level: AlertLevel, active: bool,
+    expected_wait_s: float | None, text: str,
+) -> Point:
+    """One raise or clear, for Grafana annotations (`SELECT text FROM alerts WHERE ...`)."""
+    return _point(ALERTS, at, {"gate": gate, "lane": lane, "rule": rule}, {
+        "level": level.value,
+        "level_rank": level.rank,
+        "active": active,
+        "expected_wait_s": _f(expected_wait_s),
+        "text": text,
+    })
+
+
+def server_health_point(server_id: str, at: datetime, fields: dict[str, FieldValue | None]) -> Point:
+    return _point(SERVER_HEALTH, at, {"server": server_id}, fields)
+
+
+def _f(value: float | None) -> float | None:
+    return None if value is None else float(value)

@@ -1,0 +1,246 @@
+"""Reusable pieces for server tests (and the end-to-end clip test): configs, traffic, MQTT peers,
+the server in-process or as a subprocess, and read-back of what reached the database.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import threading
+import time
+from collections import Counter
+from collections.abc import Callable, Iterable
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any, cast
+
+import paho.mqtt.client as mqtt
+import yaml
+from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
+
+from server.config import ServerConfig, parse_config
+from wire.payloads import (
+    CountsMessage,
+    DeadLetter,
+    QueueStats,
+    VehicleClass,
+    encode,
+    topic_for,
+)
+
+ROOT = Path(__file__).resolve().parents[2]
+PYTHON = sys.executable
+GATE = "huu-nghi"
+UNITS = ["u1", "u2", "u3"]
+#: windows a day ago, aligned to 10 s: well inside the clock-skew bound and every retention
+BASE = datetime.fromtimestamp((time.time() // 10) * 10 - 86_400, UTC)
+
+
+def wait_until(check: Callable[[], bool], timeout: float, what: str, every: float = 0.1) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if check():
+            return
+        time.sleep(every)
+    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+
+
+def config_dict(tmp: Path, mqtt_port: int, db_url: str, *, api: str = "v1", **over: Any) -> dict[str, Any]:
+    raw: dict[str, Any] = {
+        "server_id": "test-server",
+        "mqtt": {"host": "127.0.0.1", "port": mqtt_port, "client_id": f"gw-server-{os.getpid()}",
+                 "reconnect_min_s": 0.2, "reconnect_max_s": 1.0, "keepalive_s": 5},
+        "influx": {"api": api, "url": db_url, "database": "gatewatch", "bucket": "gatewatch", "timeout_s": 5,
+                   "flush_interval_s": 0.1},
+        "spool": {"path": str(tmp / "spool.sqlite3"), "retry_min_s": 0.2, "retry_max_s": 1.0},
+        "validation": {"gates": {GATE: UNITS}},
+        "health": {"interval_s": 1},
+        "alerts": {"silence_wall_clock": False},
+    }
+    for key, value in over.items():
+        if isinstance(value, dict) and isinstance(raw.get(key), dict):
+            raw[key] = {**raw[key], **value}
+        else:
+            raw[key] = value
+    return raw
+
+
+def server_config(tmp: Path, mqtt_port: int, db_url: str, **kw: Any) -> ServerConfig:
+    return parse_config(config_dict(tmp, mqtt_port, db_url, **kw))
+
+
+def write_config(tmp: Path, mqtt_port: int, db_url: str, **kw: Any) -> Path:
+    path = tmp / "server.yaml"
+    path.write_text(yaml.safe_dump(config_dict(tmp, mqtt_port, db_url, **kw)))
+    return path
+
+
+def counts_message(
+    unit: str, lane: str, i: int, *, seq: int | None = None, window_s: float = 10.0, start: datetime = BASE,
+    queue: float = 0, crossings: int | None = None, loop_count: int | None = None, camera_up: float = 1.0,
+) -> CountsMessage:
+    """Window i of a lane; counts vary with (unit, lane, i) so swapped or lost records show."""
+    h = sum(map(ord, unit + lane))
+    if crossings is None:
+        counts = {VehicleClass.TRUCK: {"in": (i + h) % 7, "out": (i * 3 + h) % 5},
+                  VehicleClass.CAR: {"in": (i * 5 + h) % 11}}
+    else:
+        counts = {VehicleClass.TRUCK: {"in": crossings}} if crossings else {}
+    q = int(queue)
+    return CountsMessage(
+        gate=GATE, unit=unit, lane=lane, seq=i if seq is None else seq,
+        window_start=start + timedelta(seconds=i * window_s), window_s=window_s, counts=counts,
+        queue=QueueStats(length_max=q, length_mean=float(q), stationary_max=q,
+                         clearance_per_min=(crossings * 60 / window_s) if crossings else None),
+        frames=100, camera_up=camera_up, loop_count=loop_count,
+    )
+
+
+def expected_counts(messages: Iterable[CountsMessage]) -> Counter[tuple[str, str, str, str, int]]:
+    """(unit, lane, class, direction, epoch ns) -> count, for comparing with what is stored."""
+    out: Counter[tuple[str, str, str, str, int]] = Counter()
+    for m in messages:
+        ns = int(m.window_start.timestamp()) * 1_000_000_000
+        for cls, dirs in m.counts.items():
+            for d, n in dirs.items():
+                out[(m.unit, m.lane, cls.value, d, ns)] = n
+    return out
+
+
+def _client(client_id: str, clean: bool = True) -> mqtt.Client:
+    return mqtt.Client(callback_api_version=CallbackAPIVersion.VERSION2, client_id=client_id,
+                       protocol=MQTTProtocolVersion.MQTTv5)
+
+
+class Publisher:
+    """Publishes QoS 1 like an edge unit and can wait until the broker has every message."""
+
+    def __init__(self, port: int, client_id: str = "test-pub") -> None:
+        self.client = _client(client_id)
+        self.client.max_inflight_messages_set(1000)
+        self._acked = 0
+        self._sent = 0
+        self._lock = threading.Lock()
+
+        def on_publish(c: Any, u: Any, mid: int, rc: Any, p: Any) -> None:
+            with self._lock:
+                self._acked += 1
+
+        self.client.on_publish = on_publish
+        self.client.connect("127.0.0.1", port, keepalive=10)
+        self.client.loop_start()
+
+    def send(self, topic: str, payload: bytes, retain: bool = False) -> None:
+        info = self.client.publish(topic, payload, qos=1, retain=retain)
+        if info.rc != mqtt.MQTT_ERR_SUCCESS:
+            raise RuntimeError(f"publish failed: {info.rc}")
+        self._sent += 1
+
+    def send_message(self, message: Any, retain: bool = False) -> None:
+        self.send(topic_for(message), encode(message), retain)
+
+    def flush(self, timeout: float = 60) -> None:
+        wait_until(lambda: self._acked >= self._sent, timeout, "PUBACKs from the broker", 0.02)
+
+    def close(self) -> None:
+        self.flush()
+        self.client.disconnect()
+        self.client.loop_stop()
+
+
+class Listener:
+    """A QoS 1 subscriber with a persistent session, recording (topic, payload, retain)."""
+
+    def __init__(self, port: int, topic: str, client_id: str = "test-listener") -> None:
+        self.messages: list[tuple[str, bytes, bool]] = []
+        self._lock = threading.Lock()
+        self.ready = threading.Event()
+        self.client = _client(client_id)
+
+        def on_connect(c: mqtt.Client, u: Any, f: Any, rc: Any, p: Any) -> None:
+            if not rc.is_failure:
+                c.subscribe(topic, qos=1)
+
+        def on_subscribe(c: Any, u: Any, mid: Any, rcs: Any, p: Any) -> None:
+            self.ready.set()
+
+        def on_message(c: Any, u: Any, m: mqtt.MQTTMessage) -> None:
+            with self._lock:
+                self.messages.append((m.topic, bytes(m.payload), bool(m.retain)))
+
+        self.client.on_connect = on_connect
+        self.client.on_subscribe = on_subscribe
+        self.client.on_message = on_message
+        props = Properties(PacketTypes.CONNECT)
+        props.SessionExpiryInterval = 600
+        self.client.reconnect_delay_set(cast(int, 0.2), 1)
+        self.client.connect("127.0.0.1", port, keepalive=10, clean_start=False, properties=props)
+        self.client.loop_start()
+        assert self.ready.wait(10), "listener could not subscribe"
+
+    def snapshot(self) -> list[tuple[str, bytes, bool]]:
+        with self._lock:
+            return list(self.messages)
+
+    def dead_letters(self) -> list[DeadLetter]:
+        return [DeadLetter.model_validate_json(p) for _, p, _ in self.snapshot()]
+
+    def close(self) -> None:
+        self.client.disconnect()
+        self.client.loop_stop()
+
+
+class ServerProcess:
+    """`python -m gatewatch server --config ...` as a real process, killable like production."""
+
+    def __init__(self, config: Path, log: Path) -> None:
+        self.config = config
+        self.log = log
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        env = {**os.environ, "PYTHONPATH": str(ROOT)}
+        with self.log.open("ab") as out:
+            self.proc = subprocess.Popen([PYTHON, "-m", "gatewatch", "server", "--config", str(self.config)],
+                                         stdout=out, stderr=subprocess.STDOUT, env=env, cwd=ROOT)
+
+    def kill(self) -> None:
+        assert self.proc is not None
+        self.proc.kill()
+        self.proc.wait(10)
+
+    def stop(self) -> int:
+        assert self.proc is not None
+        self.proc.terminate()
+        return self.proc.wait(30)
+
+    def alive(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def output(self) -> str:
+        return self.log.read_text(errors="replace")
+
+
+def influx_counts(db: Any) -> Counter[tuple[str, str, str, str, int]]:
+    """Every stored lane_counts point via InfluxQL, keyed like `expected_counts`."""
+    out: Counter[tuple[str, str, str, str, int]] = Counter()
+    rows = db.rows('SELECT "count" FROM lane_counts GROUP BY "unit", "lane", "class", "direction"')
+    for r in rows:
+        key = (r["unit"], r["lane"], r["class"], r["direction"], int(r["time"]))
+        assert key not in out, f"two points for {key}"
+        out[key] = int(r["count"])
+    return out
+
+
+def victoria_counts(vm: Any) -> Counter[tuple[str, str, str, str, int]]:
+    out: Counter[tuple[str, str, str, str, int]] = Counter()
+    for series in vm.export('{__name__="lane_counts_count"}'):
+        m = series["metric"]
+        for v, ts in zip(series["values"], series["timestamps"], strict=True):
+            key = (m["unit"], m["lane"], m["class"], m["direction"], int(ts) * 1_000_000)
+            assert key not in out, f"two samples for {key}"
+            out[key] = int(v)
+    return out
