@@ -292,6 +292,7 @@ class EdgeRuntime:
     def _tick_loop(self) -> None:
         next_health = self.monotonic() + self.cfg.health.interval_s
         next_watchdog = self.monotonic()
+        stalled = False
         while not self._stop.wait(TICK_S):
             try:
                 now = self.monotonic()
@@ -307,7 +308,9 @@ class EdgeRuntime:
                     if self._alive():
                         self.notifier.notify("WATCHDOG=1")
                         next_watchdog = now + wd
-                    else:
+                        stalled = False
+                    elif not stalled:
+                        stalled = True
                         log.error("pipeline made no progress; letting the systemd watchdog restart the unit")
             except EdgeError as exc:
                 log.error("edge ticker: %s", exc)
