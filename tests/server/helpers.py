@@ -244,3 +244,15 @@ def victoria_counts(vm: Any) -> Counter[tuple[str, str, str, str, int]]:
             assert key not in out, f"two samples for {key}"
             out[key] = int(v)
     return out
+
+
+def wait_server_subscribed(port: int, timeout: float = 30) -> None:
+    """Block until a server has published health while connected: its subscription exists by then."""
+    from wire.topics import SERVER_HEALTH
+
+    watch = Listener(port, SERVER_HEALTH, f"health-watch-{time.monotonic_ns()}")
+    try:
+        wait_until(lambda: any(b'"mqtt_connected":true' in p for _, p, _ in watch.snapshot()), timeout,
+                   "the server to connect and subscribe")
+    finally:
+        watch.close()

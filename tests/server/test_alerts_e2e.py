@@ -1,0 +1,62 @@
+"""A congested lane through real mosquitto and influxd: raised on time, cleared after draining, no flapping."""
+
+from __future__ import annotations
+
+import json
+from datetime import timedelta
+from pathlib import Path
+
+from server.app import running
+from tests.server.helpers import BASE, GATE, Listener, Publisher, counts_message, server_config, wait_until
+from wire.payloads import AlertLevel, AlertMessage
+
+# queue per 10 s window: builds up, hovers around the thresholds, drains
+QUEUES = [0, 2, 5, 9, 10, 12, 7, 11, 9, 6, 5, 4, 6, 3, 2, 1, 0, 0, 0, 0]
+RAISE_AT, CLEAR_BELOW, HOLD_S = 9, 4, 20
+
+
+def test_congested_lane_raises_and_clears_once(tmp_path: Path, mosquitto, influxd) -> None:
+    cfg = server_config(tmp_path, mosquitto.port, influxd.url, alerts={
+        "silence_wall_clock": False, "valid_s": 60,
+        "rules": {"congested": {"raise_at": RAISE_AT, "raise_for_s": HOLD_S, "clear_below": CLEAR_BELOW,
+                                "clear_for_s": HOLD_S},
+                  "stalled": {"enabled": False}},
+    })
+    alerts = Listener(mosquitto.port, f"gatewatch/v1/{GATE}/l1/alert", "alert-watch")
+    messages = [counts_message("u1", "l1", i, queue=q, crossings=3) for i, q in enumerate(QUEUES)]
+    with running(cfg) as server:
+        assert server.subscriber.connected.wait(10)
+        pub = Publisher(mosquitto.port)
+        for m in messages:
+            pub.send_message(m)
+        pub.close()
+        wait_until(lambda: server.health.stored >= len(messages), 30, "records stored")
+    # the threshold is first met by window 3 (queue 9) and held through window 4: raised at window 4's end
+    raise_at = BASE + timedelta(seconds=50)
+    # below 4 from window 13 on: held 20 s at the end of window 14
+    clear_at = BASE + timedelta(seconds=150)
+
+    states = [AlertMessage.model_validate_json(p) for _, p, _ in alerts.snapshot()]
+    congested = [any(a.rule == "congested" for a in s.active) for s in states]
+    transitions = [b for a, b in zip([False, *congested], congested, strict=False) if a != b]
+    assert transitions == [True, False], f"flapping or missing: {congested}"
+    raised = next(s for s in states if any(a.rule == "congested" for a in s.active))
+    assert raised.level == AlertLevel.ORANGE
+    assert next(a for a in raised.active if a.rule == "congested").since == raise_at
+    assert raised.expected_wait_s is not None  # queue / clearance rate from the record
+    alerts.close()
+
+    # retained: a unit that connects now reads the current (cleared) state
+    late = Listener(mosquitto.port, f"gatewatch/v1/{GATE}/l1/alert", "late-unit")
+    wait_until(lambda: bool(late.snapshot()), 10, "retained alert state")
+    topic, payload, retained = late.snapshot()[0]
+    assert retained
+    final = AlertMessage.model_validate_json(payload)
+    assert final.level == AlertLevel.GREEN and final.active == []
+    late.close()
+
+    rows = influxd.rows("SELECT * FROM alerts WHERE rule = 'congested'")
+    assert [(r["active"], r["level"], r["lane"]) for r in rows] == [(True, "orange", "l1"), (False, "orange", "l1")]
+    ns = [int(r["time"]) for r in rows]
+    assert ns == [int(raise_at.timestamp()) * 10**9, int(clear_at.timestamp()) * 10**9]
+    assert all(json.dumps(r["text"]) for r in rows)

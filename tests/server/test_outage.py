@@ -1,0 +1,100 @@
+"""Nothing lost, nothing doubled: the database stopped mid-stream, and the server SIGKILLed mid-stream."""
+
+from __future__ import annotations
+
+import threading
+import time
+from pathlib import Path
+
+from server.app import running
+from tests.server.helpers import (
+    Publisher,
+    ServerProcess,
+    counts_message,
+    expected_counts,
+    influx_counts,
+    server_config,
+    wait_server_subscribed,
+    wait_until,
+    write_config,
+)
+
+OUTAGE_S = 30
+
+
+def _stream(port: int, messages: list, interval_s: float, done: threading.Event) -> threading.Thread:
+    def run() -> None:
+        pub = Publisher(port, "edge-sim")
+        for m in messages:
+            pub.send_message(m)
+            time.sleep(interval_s)
+        pub.close()
+        done.set()
+
+    t = threading.Thread(target=run, daemon=True)
+    t.start()
+    return t
+
+
+def test_database_down_30s_mid_stream(tmp_path: Path, mosquitto, influxd) -> None:
+    # ~45 s of traffic at 10 records/s; influxd is stopped for 30 s in the middle
+    messages = [counts_message(u, "l1", i) for i in range(225) for u in ("u1", "u2")]
+    want = expected_counts(messages)
+    cfg = server_config(tmp_path, mosquitto.port, influxd.url)
+    done = threading.Event()
+    spool_peak = 0
+    with running(cfg) as server:
+        assert server.subscriber.connected.wait(10)
+        _stream(mosquitto.port, messages, 0.1, done)
+        wait_until(lambda: server.health.stored > 40, 20, "records flowing")
+        influxd.stop()
+        t_end = time.monotonic() + OUTAGE_S
+        while time.monotonic() < t_end:
+            spool_peak = max(spool_peak, server.writer.spool.depth)
+            time.sleep(0.2)
+        assert not server.writer.db_up
+        influxd.start()
+        assert done.wait(60)
+        wait_until(lambda: server.health.stored >= len(messages) and server.writer.spool.depth == 0, 60,
+                   "stream stored and spool replayed")
+    assert spool_peak > 100, "the outage never reached the spool"
+    got = influx_counts(influxd)  # asserts one point per key
+    assert got == want
+    assert influxd.rows('SELECT count("frames") FROM lane_queue')[0]["count"] == len(messages)
+
+
+def test_server_sigkilled_mid_stream_loses_nothing(tmp_path: Path, mosquitto, influxd) -> None:
+    messages = [counts_message("u1", lane, i) for i in range(150) for lane in ("l1", "l2")]
+    want = expected_counts(messages)
+    config = write_config(tmp_path, mosquitto.port, influxd.url)
+    server = ServerProcess(config, tmp_path / "server.log")
+    server.start()
+    try:
+        wait_server_subscribed(mosquitto.port)  # from here on the broker keeps its session
+        pub = Publisher(mosquitto.port, "edge-sim")
+        for m in messages[:100]:
+            pub.send_message(m)
+        pub.flush()
+        wait_until(lambda: len(influx_counts_safe(influxd)) > 0, 30, "first records stored")
+        for m in messages[100:200]:  # in flight while the server dies
+            pub.send_message(m)
+        server.kill()
+        for m in messages[200:]:  # published while it is down: queued in its session by the broker
+            pub.send_message(m)
+        pub.close()
+        server.start()
+        wait_until(lambda: influx_counts_safe(influxd) == want, 60, "every record after the restart")
+        assert server.alive()
+    finally:
+        if server.alive():
+            assert server.stop() == 0
+    assert "Traceback" not in server.output()
+    assert "session present: True" in server.output()  # the restart resumed the broker's session
+    assert influxd.rows('SELECT count("frames") FROM lane_queue')[0]["count"] == len(messages)
+
+
+def influx_counts_safe(db):
+    try:
+        return influx_counts(db)
+    except RuntimeError:  # "database not found" until the server's first write
+        return {}
