@@ -195,9 +195,11 @@ class EdgeRuntime:
             if p is not None
             else PipelineFigures(0.0, 0.0, CameraState.DOWN)
         )
-        stats = self.outbox.stats()
+        # Sample first (vcgencmd may take a moment), then take a seq inside the outbox's
+        # transaction: the pipeline must never wait on a thermometer.
+        message = self.health.sample(0, figures, self.outbox.stats())
         seq = self.outbox.enqueue(
-            self._topics[TopicKind.HEALTH], lambda s: encode(self.health.sample(s, figures, stats))
+            self._topics[TopicKind.HEALTH], lambda s: encode(message.model_copy(update={"seq": s}))
         )
         self.health_sent += 1
         self.publisher.notify()
@@ -239,6 +241,8 @@ class EdgeRuntime:
     def run(self, pipeline: PipelineLike) -> None:
         """Run until the pipeline ends (a file) or a stop is requested; then flush and go offline."""
         self._pipeline = pipeline
+        if self._stop.is_set() and isinstance(pipeline, Stoppable):
+            pipeline.stop()  # SIGTERM arrived while the model was loading
         self._running = True
         self.publisher.start()
         ticker = threading.Thread(target=self._tick_loop, name="edge-ticker", daemon=True)
