@@ -230,7 +230,8 @@ def decode_message(topic: str, payload: bytes, max_bytes: int = MAX_PAYLOAD_BYTE
         raise WireError("bad_json", f"expected an object, got {type(data).__name__}")
     if "schema" not in data:
         raise WireError("missing_schema", "no 'schema' field")
-    if data["schema"] not in SUPPORTED_SCHEMAS or isinstance(data["schema"], bool):
+    # type check first: a list or object here is unhashable, and True == 1 in a set
+    if type(data["schema"]) is not int or data["schema"] not in SUPPORTED_SCHEMAS:
         raise WireError("unknown_schema", f"schema {data['schema']!r} not in {sorted(SUPPORTED_SCHEMAS)}")
     if data.get("kind") != parsed.kind.value:
         raise WireError("topic_mismatch", f"kind {data.get('kind')!r} published on a {parsed.kind} topic")
