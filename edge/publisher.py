@@ -216,8 +216,8 @@ class Publisher:
         self._set_state(LinkState.UNREACHABLE)
         if not self._unreachable_logged:
             log.warning(
-                "mqtt broker %s:%d unreachable; buffering to the outbox and retrying with backoff",
-                self.cfg.host, self.cfg.port,
+                "mqtt broker %s:%d unreachable (%s failed); buffering to the outbox and retrying with backoff",
+                self.cfg.host, self.cfg.port, "TCP connect or TLS handshake" if self.cfg.tls_ca else "TCP connect",
             )
             self._unreachable_logged = True
 
@@ -315,7 +315,11 @@ class Publisher:
         What is not acknowledged in time stays in the outbox for the next start. `drain_all`
         (the source ended by itself) keeps draining for as long as the backlog shrinks.
         """
-        if self.connected and flush_timeout_s > 0 and not self.flush(flush_timeout_s, until_idle=drain_all):
+        # A source that ended by itself (a file) may finish before the first CONNACK: wait for the
+        # link then too, but give up after `flush_timeout_s` without progress.
+        if (self.connected or drain_all) and flush_timeout_s > 0 and not self.flush(
+            flush_timeout_s, until_idle=drain_all
+        ):
             log.warning("shutdown: %d message(s) left in the outbox for the next start", len(self.outbox))
         was_connected = self.connected
         self._stopping.set()

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -14,7 +15,7 @@ from edge.runtime import EdgeRuntime
 from tests.fixtures.mosquitto import Broker, add_user, start_broker
 from tests.fixtures.procs import wait_for
 from tests.runtime.helpers import GATE, STAY_ROOT, UNIT, FakePipeline, Subscriber, make_records, unit_config
-from wire.payloads import AlertMessage, StatusMessage, UnitState
+from wire.payloads import AlertMessage, CrossingEvent, EventMessage, StatusMessage, UnitState, VehicleClass
 
 UNIT_TOPICS = f"gatewatch/v1/{GATE}/{UNIT}/+"
 
@@ -139,3 +140,43 @@ def test_backlog_drains_in_order_at_the_configured_rate(mosquitto: Broker, tmp_p
         runtime.publisher.stop(2)
         sub.close()
         box.close()
+
+
+def test_a_file_that_ends_before_the_broker_is_up_is_still_delivered(tmp_path: Path) -> None:
+    """`gatewatch edge` on a short clip: the source is done before the first CONNACK."""
+    broker = start_broker(tmp_path / "mq", extra_conf=STAY_ROOT)
+    sub = Subscriber(broker.port, f"gatewatch/v1/{GATE}/{UNIT}/counts")
+    try:
+        broker.stop()
+        cfg = unit_config(tmp_path, broker.port)
+        records = make_records(4)
+        runtime = EdgeRuntime(cfg, Outbox(cfg.outbox.path, cfg.outbox.max_bytes), flush_timeout_s=5)
+        worker = threading.Thread(target=runtime.run, args=(FakePipeline(records),))
+        worker.start()
+        time.sleep(1.5)
+        assert worker.is_alive() and len(runtime.outbox) == len(records)  # waiting for the link
+        broker.start()
+        worker.join(20)
+        assert not worker.is_alive()
+        got = sub.wait_counts(len(records), timeout=10)
+        assert [m.record() for m in got] == records
+    finally:
+        sub.close()
+        broker.stop()
+
+
+def test_crossing_events_share_the_seq_stream(mosquitto: Broker, tmp_path: Path) -> None:
+    cfg = unit_config(tmp_path, mosquitto.port, counting={"events": True})
+    sub = Subscriber(mosquitto.port, UNIT_TOPICS)
+    runtime = EdgeRuntime(cfg, Outbox(cfg.outbox.path, cfg.outbox.max_bytes))
+    event = CrossingEvent(lane="l1", at=datetime(2026, 11, 24, 8, 0, 3, tzinfo=UTC),
+                          vehicle_class=VehicleClass.TRUCK, direction="in", track_id=42, wait_s=95.0)
+    try:
+        runtime.on_event(event)
+        runtime.run(FakePipeline(make_records(1)))
+        wait_for(lambda: len(sub.decoded("events")) == 1 and len(sub.counts()) == 2, 10, "event and counts")
+        (ev,) = [m for m in sub.decoded("events") if isinstance(m, EventMessage)]
+        assert ev.event == event and ev.seq == 1
+        assert sorted(m.seq for m in sub.counts()) == [2, 3]
+    finally:
+        sub.close()
