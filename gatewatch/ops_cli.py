@@ -1,7 +1,134 @@
-"""Operations commands (provisioning, calibration, demo): being built for the deploy issue."""
+"""Operations commands: provision broker, units and servers; calibrate a unit's lanes on a frame.
+
+Imports of the work modules happen inside the commands, so `gatewatch --help` stays fast and a
+missing optional tool (openssl, a camera) only matters to the command that needs it. Expected
+failures print one `error:` line and exit 2, as the edge commands do: operators read these in a
+terminal or journald, where a traceback hides the line that matters.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Annotated, TypeVar
 
 import typer
+from rich.console import Console
+from rich.markup import escape
+
+T = TypeVar("T")
+console = Console(highlight=False)
+err_console = Console(stderr=True, highlight=False)
+
+StateDir = Annotated[
+    Path,
+    typer.Option("--dir", help="provisioning state folder (holds the CA key and passwords: keep it off git)"),
+]
+
+
+def _guarded(fn: Callable[[], T]) -> T:
+    from edge import EdgeError
+    from gatewatch.provision import ProvisionError
+
+    try:
+        return fn()
+    except (ProvisionError, EdgeError) as exc:
+        err_console.print(f"[bold red]error:[/] {escape(str(exc))}", soft_wrap=True)
+        raise typer.Exit(2) from None
+    except KeyboardInterrupt:
+        err_console.print("[bold red]error:[/] interrupted")
+        raise typer.Exit(130) from None
+
+
+def _print_report(lines: list[str], changed: bool) -> None:
+    for line in lines:
+        console.print(escape(line), soft_wrap=True)
+    console.print("changed" if changed else "nothing to change")
+
+
+def provision_broker_cmd(
+    host: Annotated[list[str], typer.Option("--host", help="name or address units use for the broker (repeat)")],
+    state_dir: StateDir = Path("deploy-state"),
+) -> None:
+    """Create the CA (once), the broker's TLS certificate and the broker's password and ACL files."""
+
+    def body() -> None:
+        from gatewatch.provision import provision_broker
+
+        report = provision_broker(state_dir, host)
+        _print_report(report.lines, report.changed)
+
+    _guarded(body)
+
+
+def provision_unit_cmd(
+    gate: Annotated[str, typer.Option(help="gate id, e.g. huu-nghi")],
+    unit: Annotated[str, typer.Option(help="unit id, unique within the gate")],
+    broker_host: Annotated[str, typer.Option(help="broker name the unit connects to (in its certificate)")],
+    state_dir: StateDir = Path("deploy-state"),
+    broker_port: Annotated[int, typer.Option(help="broker TLS port for units")] = 8883,
+    source: Annotated[str, typer.Option(help="camera: picamera, usb:N, rtsp://... or a file")] = "picamera",
+    etc_dir: Annotated[Path, typer.Option(help="where the bundle is installed on the Pi")] = Path("/etc/gatewatch"),
+    rotate_password: Annotated[bool, typer.Option(help="replace the unit's password")] = False,
+) -> None:
+    """Create a unit's MQTT account, ACL block, client certificate and starter unit.yaml."""
+
+    def body() -> None:
+        from gatewatch.provision import UnitOptions, provision_unit
+
+        opts = UnitOptions(broker_host=broker_host, broker_port=broker_port, source=source, etc_dir=etc_dir,
+                           rotate_password=rotate_password)
+        report = provision_unit(state_dir, gate, unit, opts)
+        _print_report(report.lines, report.changed)
+
+    _guarded(body)
+
+
+def provision_server_cmd(
+    state_dir: StateDir = Path("deploy-state"),
+    name: Annotated[str, typer.Option(help="server account and client id")] = "gatewatch-server",
+    broker_host: Annotated[str, typer.Option(help="broker address seen from the server")] = "127.0.0.1",
+    broker_port: Annotated[int, typer.Option(help="broker TLS port for the server")] = 8884,
+    etc_dir: Annotated[Path, typer.Option(help="where the bundle is installed on the server")] = Path(
+        "/etc/gatewatch"
+    ),
+    rotate_password: Annotated[bool, typer.Option(help="replace the server's password")] = False,
+) -> None:
+    """Create the server's MQTT account and ACL block, and a starter server.yaml MQTT section."""
+
+    def body() -> None:
+        from gatewatch.provision import ServerOptions, provision_server
+
+        opts = ServerOptions(broker_host=broker_host, broker_port=broker_port, etc_dir=etc_dir,
+                             rotate_password=rotate_password)
+        report = provision_server(state_dir, name, opts)
+        _print_report(report.lines, report.changed)
+
+    _guarded(body)
+
+
+def calibrate_cmd(
+    config: Annotated[Path, typer.Option("--config", "-c", help="unit config YAML")],
+    out: Annotated[Path, typer.Option(help="PNG to write")],
+    video: Annotated[
+        str | None, typer.Argument(help="clip, rtsp://..., usb:N (default: the config's own source)")
+    ] = None,
+    at: Annotated[float, typer.Option(help="seconds into a file to take the frame from")] = 0.0,
+    grid: Annotated[bool, typer.Option(help="draw a 0.1 grid to read normalised coordinates off")] = True,
+) -> None:
+    """Write one camera frame with the config's lanes, lines, bands and queue zones drawn on it."""
+
+    def body() -> None:
+        from edge.calibrate import calibrate
+
+        path = calibrate(config, out, video=video, at_s=at, grid=grid)
+        console.print(f"wrote {path}")
+
+    _guarded(body)
 
 
 def register(app: typer.Typer) -> None:
-    """Adds nothing yet; the deploy work fills this in."""
+    app.command("provision-broker")(provision_broker_cmd)
+    app.command("provision-unit")(provision_unit_cmd)
+    app.command("provision-server")(provision_server_cmd)
+    app.command("calibrate")(calibrate_cmd)

@@ -1,0 +1,81 @@
+"""A real mosquitto running the shipped secure config, with accounts made by real provisioning."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from gatewatch.provision import (
+    SERVER_PASSWORD_ENV,
+    UNIT_PASSWORD_ENV,
+    ServerOptions,
+    State,
+    UnitOptions,
+    provision_broker,
+    provision_server,
+    provision_unit,
+    unit_username,
+)
+from tests.deploy.mqtt_probe import SHIPPED_CONF, Probe, env_value, render_broker_conf
+from tests.fixtures.procs import Service, free_port, require_binary
+
+UNITS = [("huu-nghi", "cam1"), ("huu-nghi", "cam2"), ("tan-thanh", "cam1")]
+SERVER = "gatewatch-server"
+
+
+@dataclass
+class SecureBroker:
+    state: State
+    unit_port: int
+    server_port: int
+    service: Service
+
+    def unit(self, gate: str, unit: str, **over: object) -> Probe:
+        """A client with the unit's provisioned bundle (password, CA, client certificate)."""
+        d = self.state.unit_dir(gate, unit)
+        kw: dict[str, object] = {
+            "port": self.unit_port, "username": unit_username(gate, unit),
+            "password": env_value(d / "mqtt.env", UNIT_PASSWORD_ENV),
+            "ca": d / "tls" / "ca.crt", "cert": d / "tls" / "client.crt", "key": d / "tls" / "client.key",
+            "client_id": f"{gate}-{unit}",
+        }
+        kw.update(over)
+        return Probe(**kw)  # type: ignore[arg-type]
+
+    def server(self, **over: object) -> Probe:
+        d = self.state.server_dir(SERVER)
+        kw: dict[str, object] = {
+            "port": self.server_port, "username": SERVER,
+            "password": env_value(d / "mqtt.env", SERVER_PASSWORD_ENV), "ca": d / "tls" / "ca.crt",
+            "client_id": SERVER,
+        }
+        kw.update(over)
+        return Probe(**kw)  # type: ignore[arg-type]
+
+
+@pytest.fixture(scope="session")
+def secure_broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SecureBroker]:
+    exe = require_binary("mosquitto", "/usr/sbin/mosquitto")
+    require_binary("mosquitto_passwd", "/usr/bin/mosquitto_passwd")
+    require_binary("openssl")
+    tmp = tmp_path_factory.mktemp("secure-broker")
+    state = State(tmp / "state")
+    provision_broker(state.root, ["broker.gate.test"])
+    provision_server(state.root, SERVER, ServerOptions())
+    for gate, unit in UNITS:
+        provision_unit(state.root, gate, unit, UnitOptions(broker_host="broker.gate.test"))
+    unit_port, server_port = free_port(), free_port()
+    persist = tmp / "persist"
+    persist.mkdir()
+    conf = tmp / "mosquitto.conf"
+    conf.write_text(render_broker_conf(SHIPPED_CONF.read_text(), state.broker, persist,
+                                       {8883: unit_port, 8884: server_port}))
+    svc = Service([exe, "-c", str(conf)], unit_port, tmp / "mosquitto.log")
+    svc.start()
+    try:
+        yield SecureBroker(state, unit_port, server_port, svc)
+    finally:
+        svc.stop()

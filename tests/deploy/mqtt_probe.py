@@ -1,0 +1,171 @@
+"""A real paho (VERSION2 callbacks, MQTT v5) client for security tests, and the broker renderer.
+
+The broker under test runs the shipped deploy/mosquitto/mosquitto.conf: `render_broker_conf`
+changes only what must differ in a test (file locations, ports, logging, loopback binding) and
+refuses to render a template whose shape it does not recognise, so the test can never quietly
+run a different security setup from the one shipped.
+"""
+
+from __future__ import annotations
+
+import os
+import queue
+import ssl
+import threading
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import paho.mqtt.client as mqtt
+from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
+from paho.mqtt.properties import Properties
+from paho.mqtt.reasoncodes import ReasonCode
+
+ROOT = Path(__file__).resolve().parents[2]
+SHIPPED_CONF = ROOT / "deploy" / "mosquitto" / "mosquitto.conf"
+ETC = "/etc/mosquitto/gatewatch"
+
+
+def render_broker_conf(template: str, etc: Path, persist: Path, ports: dict[int, int]) -> str:
+    """The shipped config with test paths and ports; every auth, ACL and TLS line kept verbatim."""
+    out = []
+    seen_ports = set()
+    for line in template.splitlines():
+        s = line.strip()
+        if s.startswith("listener "):
+            parts = s.split()
+            seen_ports.add(int(parts[1]))
+            # tests never listen beyond loopback
+            out.append(f"listener {ports[int(parts[1])]} 127.0.0.1")
+        elif s.startswith("log_dest "):
+            out.append("log_dest stdout")
+        elif s.startswith("persistence_location "):
+            out.append(f"persistence_location {persist}/")
+        else:
+            out.append(line.replace(ETC, str(etc)))
+    if seen_ports != set(ports):
+        raise AssertionError(f"shipped config listens on {sorted(seen_ports)}, the test expects {sorted(ports)}")
+    if os.geteuid() == 0:
+        # mosquitto started as root drops to `mosquitto`, which cannot read pytest's 0700 tmp dirs
+        out.append("user root")
+    return "\n".join(out) + "\n"
+
+
+@dataclass
+class Connect:
+    """How a connection attempt ended: a CONNACK reason, or an error before any CONNACK."""
+
+    ok: bool
+    detail: str
+
+
+@dataclass
+class Probe:
+    """One MQTT client with everything it saw collected for assertions."""
+
+    port: int
+    username: str | None = None
+    password: str | None = None
+    ca: Path | None = None
+    cert: Path | None = None
+    key: Path | None = None
+    client_id: str = "probe"
+    messages: queue.Queue[tuple[str, bytes]] = field(default_factory=queue.Queue)
+    pubacks: dict[int, ReasonCode] = field(default_factory=dict)
+    subacks: dict[int, list[ReasonCode]] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self._connack: queue.Queue[Connect] = queue.Queue()
+        self._acked = threading.Condition()
+        c = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=self.client_id, protocol=MQTTProtocolVersion.MQTTv5)
+        if self.username is not None:
+            c.username_pw_set(self.username, self.password)
+        if self.ca is not None:
+            c.tls_set(ca_certs=str(self.ca), certfile=_opt(self.cert), keyfile=_opt(self.key))
+        c.on_connect = self._on_connect
+        c.on_disconnect = self._on_disconnect
+        c.on_message = self._on_message
+        c.on_publish = self._on_publish
+        c.on_subscribe = self._on_subscribe
+        self.client = c
+
+    def connect(self, timeout: float = 10.0) -> Connect:
+        try:
+            self.client.connect("127.0.0.1", self.port, keepalive=10)
+        except (OSError, ssl.SSLError) as exc:
+            return Connect(False, f"{type(exc).__name__}: {exc}")
+        self.client.loop_start()
+        try:
+            return self._connack.get(timeout=timeout)
+        except queue.Empty:
+            return Connect(False, "no CONNACK")
+
+    def close(self) -> None:
+        self.client.disconnect()
+        self.client.loop_stop()
+
+    def subscribe(self, topic: str, timeout: float = 5.0) -> list[ReasonCode]:
+        _, mid = self.client.subscribe(topic, qos=1)
+        self._wait(lambda: mid in self.subacks, timeout, f"SUBACK for {topic}")
+        return self.subacks[mid]
+
+    def publish(self, topic: str, payload: bytes, timeout: float = 5.0, retain: bool = False) -> ReasonCode:
+        """QoS 1 publish; returns the PUBACK reason (v5 tells a refused publish apart)."""
+        info = self.client.publish(topic, payload, qos=1, retain=retain)
+        self._wait(lambda: info.mid in self.pubacks, timeout, f"PUBACK for {topic}")
+        return self.pubacks[info.mid]
+
+    def received_until(self, marker: bytes, timeout: float = 5.0) -> list[tuple[str, bytes]]:
+        """Everything received up to and including a marker payload sent after the test messages.
+
+        The broker keeps a publisher's order on the way to each subscriber, so once the marker
+        is here, anything that was going to be delivered before it has been.
+        """
+        got = []
+        while True:
+            topic, payload = self.messages.get(timeout=timeout)
+            got.append((topic, payload))
+            if payload == marker:
+                return got
+
+    def _wait(self, check: Any, timeout: float, what: str) -> None:
+        with self._acked:
+            if not self._acked.wait_for(check, timeout):
+                raise TimeoutError(f"no {what} within {timeout}s")
+
+    # paho callbacks (its network thread)
+    def _on_connect(self, client: mqtt.Client, userdata: Any, flags: Any, rc: ReasonCode,
+                    props: Properties | None) -> None:
+        self._connack.put(Connect(not rc.is_failure, str(rc)))
+
+    def _on_disconnect(self, client: mqtt.Client, userdata: Any, flags: Any, rc: ReasonCode,
+                       props: Properties | None) -> None:
+        self._connack.put(Connect(False, f"disconnected: {rc}"))
+
+    def _on_message(self, client: mqtt.Client, userdata: Any, msg: mqtt.MQTTMessage) -> None:
+        self.messages.put((msg.topic, msg.payload))
+
+    def _on_publish(self, client: mqtt.Client, userdata: Any, mid: int, rc: ReasonCode,
+                    props: Properties | None) -> None:
+        with self._acked:
+            self.pubacks[mid] = rc
+            self._acked.notify_all()
+
+    def _on_subscribe(self, client: mqtt.Client, userdata: Any, mid: int, rcs: list[ReasonCode],
+                      props: Properties | None) -> None:
+        with self._acked:
+            self.subacks[mid] = rcs
+            self._acked.notify_all()
+
+
+def _opt(p: Path | None) -> str | None:
+    return None if p is None else str(p)
+
+
+def env_value(path: Path, var: str) -> str:
+    """A password from a provisioned 0600 env file, as systemd's EnvironmentFile would read it."""
+    for line in path.read_text().splitlines():
+        key, _, value = line.partition("=")
+        if key == var:
+            return value
+    raise AssertionError(f"{var} not in {path}")
