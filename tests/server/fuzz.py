@@ -105,7 +105,7 @@ def _mutations(rng: random.Random) -> list[tuple[str, Any]]:
 
     def bad_topic() -> Bad:
         d = _valid(rng)
-        topic = rng.choice([f"gatewatch/v1/{GATE}/u1/bogus", f"gatewatch/v1/HUU NGHI/u1/counts",
+        topic = rng.choice([f"gatewatch/v1/{GATE}/u1/bogus", "gatewatch/v1/HUU NGHI/u1/counts",
                             f"gatewatch/v1/{GATE}/U1/counts"])
         return (topic, json.dumps(d).encode(), "bad_topic" if topic.endswith("bogus") else "bad_id")
 

@@ -49,7 +49,7 @@ def test_congested_lane_raises_and_clears_once(tmp_path: Path, mosquitto, influx
     # retained: a unit that connects now reads the current (cleared) state
     late = Listener(mosquitto.port, f"gatewatch/v1/{GATE}/l1/alert", "late-unit")
     wait_until(lambda: bool(late.snapshot()), 10, "retained alert state")
-    topic, payload, retained = late.snapshot()[0]
+    _topic, payload, retained = late.snapshot()[0]
     assert retained
     final = AlertMessage.model_validate_json(payload)
     assert final.level == AlertLevel.GREEN and final.active == []
