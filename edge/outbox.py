@@ -38,6 +38,7 @@ log = logging.getLogger(__name__)
 #: rough per-row cost of SQLite bookkeeping (rowid, record header, index entry), added to the
 #: message bytes so that many tiny rows still count against the bound.
 ROW_OVERHEAD_BYTES = 64
+DROP_LOG_INTERVAL_S = 60.0
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS messages (
@@ -99,6 +100,8 @@ class Outbox:
         except (OSError, sqlite3.Error) as exc:
             raise OutboxError(f"cannot open outbox {self.path}: {exc}") from None
         self._depth, self._bytes = int(row[0]), int(row[1])
+        self._unlogged_drops = 0
+        self._drops_logged_at = float("-inf")
         log.info("outbox %s: %d message(s) waiting, %d bytes", self.path, self._depth, self._bytes)
 
     def _meta(self, key: str) -> int:
@@ -154,8 +157,20 @@ class Outbox:
         self._depth += 1 - dropped[0]
         self._bytes += size - dropped[1]
         if dropped[0]:
-            log.warning("outbox full (%d bytes bound): dropped %d oldest message(s)", self.max_bytes, dropped[0])
+            self._log_drops(dropped[0])
         return seq
+
+    def _log_drops(self, n: int) -> None:
+        """One line a minute at most: a full outbox during a day-long outage drops on every enqueue."""
+        self._unlogged_drops += n
+        now = time.monotonic()
+        if now - self._drops_logged_at >= DROP_LOG_INTERVAL_S:
+            log.warning(
+                "outbox full (%d bytes bound): dropped %d oldest message(s) since the last report",
+                self.max_bytes, self._unlogged_drops,
+            )
+            self._unlogged_drops = 0
+            self._drops_logged_at = now
 
     def _make_room(self, size: int) -> tuple[int, int]:
         """Delete the oldest rows until `size` more bytes fit; runs inside the caller's transaction."""

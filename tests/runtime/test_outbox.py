@@ -6,7 +6,9 @@ from pathlib import Path
 
 from edge.health import HealthReaders, HealthSampler, PipelineFigures
 from edge.outbox import ROW_OVERHEAD_BYTES, Outbox
-from wire.payloads import CameraState, HealthMessage
+from edge.runtime import EdgeRuntime
+from tests.runtime.helpers import make_records, unit_config
+from wire.payloads import CameraState, HealthMessage, decode_message
 
 
 def payload(seq: int, size: int = 100) -> bytes:
@@ -65,3 +67,24 @@ def test_disk_bound_drops_oldest_first_counts_the_loss_and_health_reports_it(tmp
     assert msg.outbox_oldest_s == 1000.0
     assert (msg.cpu_temp_c, msg.throttled, msg.mem_mb) == (51.5, "0x0", 123.0)
     box.close()
+
+
+def test_runtime_health_reports_drops_when_records_overflow_the_bound(tmp_path: Path) -> None:
+    cfg = unit_config(tmp_path, 1, outbox={"max_bytes": 64 * 1024})
+    runtime = EdgeRuntime(cfg, Outbox(cfg.outbox.path, cfg.outbox.max_bytes))  # never connected
+    records = make_records(150)  # 300 records of ~450 bytes: about twice the bound
+    for r in records:
+        runtime.enqueue_record(r)
+    before = runtime.outbox.stats()
+    assert before.dropped > 100
+    seq = runtime.send_health()
+    rows = runtime.outbox.peek_after(0, 10_000)
+    health = decode_message(rows[-1].topic, rows[-1].payload)
+    assert isinstance(health, HealthMessage) and health.seq == seq == len(records) + 1
+    # health reports the loss as it stood when sampled, just before its own row went in
+    assert (health.dropped_records, health.outbox_depth) == (before.dropped, before.depth)
+    dropped = runtime.outbox.stats().dropped
+    assert dropped == len(records) + 1 - len(rows)  # every missing row is counted
+    first_kept = decode_message(rows[0].topic, rows[0].payload)
+    assert first_kept.kind == "counts" and first_kept.seq == dropped + 1  # the oldest went first
+    runtime.outbox.close()
