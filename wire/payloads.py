@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 from datetime import datetime
 from enum import StrEnum
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Final, Literal
 
 from pydantic import (
     AwareDatetime,
@@ -25,7 +25,7 @@ from pydantic import (
 from wire.errors import WireError
 from wire.topics import ID_PATTERN, Topic, TopicKind
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION: Final = 1  # Final: mypy reads it as Literal[1], the type of the schema field
 SUPPORTED_SCHEMAS = frozenset({SCHEMA_VERSION})
 #: MQTT allows 256 MB; nothing legitimate we send comes near 64 kB.
 MAX_PAYLOAD_BYTES = 64 * 1024
