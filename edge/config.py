@@ -131,7 +131,7 @@ class ModelConfig(_Strict):
         title="Model path",
         description="any format ultralytics loads: .pt, .onnx, .tflite, NCNN folder; never a bare name",
     )
-    imgsz: int = Field(640, ge=64, le=1920, multiple_of=32, title="Inference image size")
+    imgsz: int = Field(480, ge=64, le=1920, multiple_of=32, title="Inference image size")
     conf: float = Field(
         0.05, gt=0, lt=1, title="Confidence threshold",
         description="weak boxes only extend existing tracks (the tracker's new_track_thresh starts them)",

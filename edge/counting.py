@@ -55,13 +55,14 @@ class TrackState:
     pending: Crossing | None = None  # counted, class not yet settled
     born_at: float | None = None  # signed distance to the line when first seen inside the band
 
-    def vote(self, cls: VehicleClass, conf: float) -> None:
-        self.votes[cls] = self.votes.get(cls, 0.0) + conf
+    def vote(self, cls: VehicleClass, weight: float) -> None:
+        self.votes[cls] = self.votes.get(cls, 0.0) + weight
 
     @property
     def vehicle_class(self) -> VehicleClass:
-        """Confidence-weighted majority over the track's life: a truck seen as 'car' in one
-        frame stays a truck."""
+        """Weighted majority over the track's life: a truck seen as 'car' in one frame stays a
+        truck. Votes weigh confidence times box area, because a vehicle close to the camera
+        (many pixels) is classified far more reliably than the same vehicle far away."""
         return max(self.votes.items(), key=lambda kv: kv[1])[0] if self.votes else VehicleClass.CAR
 
 
@@ -163,7 +164,9 @@ class LaneCounter:
             s.speed = v if s.speed is None else a * v + (1 - a) * s.speed
             s.vx, s.vy = a * vx + (1 - a) * s.vx, a * vy + (1 - a) * s.vy
         s.x, s.y, s.last_seen = x, y, t
-        s.vote(dets.vehicle_class[k], float(dets.confidence[k]))
+        x1, y1, x2, y2 = (float(v) for v in dets.xyxy[k])
+        area = max(0.0, x2 - x1) * max(0.0, y2 - y1) / (self.line.diag**2)
+        s.vote(dets.vehicle_class[k], float(dets.confidence[k]) * area)
         if self.zone is not None:
             s.in_zone = self.zone.contains(x, y)
             if s.in_zone and s.zone_enter is None and not s.counted:
