@@ -44,8 +44,8 @@ import yaml
 from pydantic import ValidationError
 
 from edge.config import UnitConfig, format_validation_error
-from wire.topics import DEAD_LETTER, PREFIX, SERVER_HEALTH, UNIT_KINDS, TopicKind, check_id
 from wire.errors import WireError
+from wire.topics import DEAD_LETTER, PREFIX, SERVER_HEALTH, UNIT_KINDS, TopicKind, check_id
 
 #: where the bundle files land on a Pi (install.sh copies them there); unit.yaml refers to them.
 DEFAULT_UNIT_ETC = Path("/etc/gatewatch")

@@ -106,6 +106,7 @@ class Probe:
 
     def subscribe(self, topic: str, timeout: float = 5.0) -> list[ReasonCode]:
         _, mid = self.client.subscribe(topic, qos=1)
+        assert mid is not None, f"subscribe to {topic} was not sent"
         self._wait(lambda: mid in self.subacks, timeout, f"SUBACK for {topic}")
         return self.subacks[mid]
 
@@ -143,7 +144,7 @@ class Probe:
         self._connack.put(Connect(False, f"disconnected: {rc}"))
 
     def _on_message(self, client: mqtt.Client, userdata: Any, msg: mqtt.MQTTMessage) -> None:
-        self.messages.put((msg.topic, msg.payload))
+        self.messages.put((msg.topic, bytes(msg.payload)))
 
     def _on_publish(self, client: mqtt.Client, userdata: Any, mid: int, rc: ReasonCode,
                     props: Properties | None) -> None:

@@ -195,3 +195,24 @@ def test_client_id_cannot_hijack_another_session(secure_broker: SecureBroker) ->
     finally:
         cam1.close()
         cam2.close()
+
+
+def test_shipped_config_has_no_open_door() -> None:
+    """Behaviour above is what counts; this pins the directives that make it so, because some are
+    each other's backup (use_username_as_clientid alone also turns away clients with no username)."""
+    from tests.deploy.mqtt_probe import SHIPPED_CONF
+
+    text = SHIPPED_CONF.read_text()
+    lines = [line.split() for line in text.splitlines() if line.strip() and not line.startswith("#")]
+    directives = [(words[0], " ".join(words[1:])) for words in lines]
+    assert ("allow_anonymous", "false") in directives
+    assert ("per_listener_settings", "false") in directives
+    listeners = [i for i, (key, _) in enumerate(directives) if key == "listener"]
+    assert len(listeners) == 2
+    for n, start in enumerate(listeners):
+        end = listeners[n + 1] if n + 1 < len(listeners) else len(directives)
+        block = dict(directives[start + 1:end])
+        assert {"cafile", "certfile", "keyfile"} <= block.keys(), directives[start]  # TLS on every listener
+        assert block["use_username_as_clientid"] == "true"
+    assert directives[listeners[0]] == ("listener", "8883")
+    assert directives[listeners[1]] == ("listener", "8884 127.0.0.1")
