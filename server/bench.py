@@ -1,0 +1,290 @@
+"""Server ingest benchmark: N simulated units -> mosquitto -> `gatewatch server` -> influxd.
+
+Everything is real and local: a throwaway mosquitto and influxd (Debian's binaries) on free
+loopback ports with temp dirs, and the server as its own process (as in production, and so it
+does not share a GIL with the load generator). Reported per row:
+
+- records/s: window records from the first publish to the last one queryable in InfluxDB;
+- latency percentiles from a record's publish (the moment an edge unit closes the window and
+  sends it) to the moment InfluxQL returns it. Records of one lane are stored in order, so a
+  poller that sees `last(seq)` of a lane reach S knows every record up to S is stored; the
+  poll interval (50 ms) bounds the resolution;
+- peak resident memory of the server process.
+
+Run: `gatewatch bench-server` or `python -m server.bench`.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import urllib.parse
+import urllib.request
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+from server import ServerError
+
+POLL_S = 0.05
+
+
+class BenchError(ServerError):
+    pass
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _wait(check: Callable[[], bool], timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if check():
+            return
+        time.sleep(0.05)
+    raise BenchError(f"timed out waiting for {what}")
+
+
+def _port_open(port: int) -> bool:
+    with socket.socket() as s:
+        s.settimeout(0.2)
+        return s.connect_ex(("127.0.0.1", port)) == 0
+
+
+def _binary(name: str) -> str:
+    found = shutil.which(name) or shutil.which(f"/usr/sbin/{name}") or shutil.which(f"/usr/bin/{name}")
+    if not found:
+        raise BenchError(f"{name} not found: apt-get install {'influxdb' if name == 'influxd' else name}")
+    return found
+
+
+class _Proc:
+    def __init__(self, argv: list[str], port: int, log: Path, env: dict[str, str] | None = None) -> None:
+        self.port = port
+        with log.open("ab") as out:
+            self.proc = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT, env=env)
+        self.log = log
+
+    def wait_port(self) -> None:
+        _wait(lambda: _port_open(self.port) or self.proc.poll() is not None, 30, f"port {self.port}")
+        if self.proc.poll() is not None:
+            raise BenchError(f"{self.log.name}: exited: {self.log.read_text()[-500:]}")
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(20)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+
+
+def spawn_mosquitto(tmp: Path) -> _Proc:
+    port = _free_port()
+    (tmp / "mq").mkdir()
+    conf = tmp / "mosquitto.conf"
+    conf.write_text(
+        f"listener {port} 127.0.0.1\nallow_anonymous true\npersistence true\npersistence_location {tmp}/mq/\n"
+        "max_queued_messages 1000000\nlog_dest stdout\nlog_type error\nlog_type warning\n"
+        + ("user root\n" if os.geteuid() == 0 else "")
+    )
+    p = _Proc([_binary("mosquitto"), "-c", str(conf)], port, tmp / "mosquitto.log")
+    p.wait_port()
+    return p
+
+
+def spawn_influxd(tmp: Path) -> _Proc:
+    port, rpc = _free_port(), _free_port()
+    conf = tmp / "influxdb.conf"
+    conf.write_text(
+        f'reporting-disabled = true\nbind-address = "127.0.0.1:{rpc}"\n'
+        f'[meta]\n  dir = "{tmp}/meta"\n  logging-enabled = false\n'
+        f'[data]\n  dir = "{tmp}/data"\n  wal-dir = "{tmp}/wal"\n  query-log-enabled = false\n'
+        "[monitor]\n  store-enabled = false\n[subscriber]\n  enabled = false\n"
+        "[continuous_queries]\n  enabled = false\n[retention]\n  enabled = false\n"
+        f'[http]\n  bind-address = "127.0.0.1:{port}"\n  log-enabled = false\n[logging]\n  level = "warn"\n'
+    )
+    p = _Proc([_binary("influxd"), "-config", str(conf)], port, tmp / "influxd.log")
+    p.wait_port()
+    return p
+
+
+def _influxql(url: str, db: str, q: str) -> list[dict[str, Any]]:
+    data = urllib.parse.urlencode({"q": q, "db": db, "epoch": "ns"}).encode()
+    with urllib.request.urlopen(f"{url}/query", data=data, timeout=10) as resp:
+        body = json.load(resp)
+    result = body["results"][0]
+    if "error" in result:
+        return []  # "database not found" before the server's first write
+    return list(result.get("series", []))
+
+
+@dataclass
+class Row:
+    units: int
+    records: int
+    seconds: float
+    latencies_ms: list[float]
+    peak_rss_mb: float
+
+    @property
+    def rate(self) -> float:
+        return self.records / self.seconds if self.seconds else 0.0
+
+    def pct(self, q: float) -> float:
+        xs = sorted(self.latencies_ms)
+        return xs[min(len(xs) - 1, round(q * (len(xs) - 1)))] if xs else float("nan")
+
+
+def _messages(units: int, lanes: int, per_lane: int) -> list[tuple[str, str, int, bytes]]:
+    """(unit, lane, seq, payload) interleaved as units would send them; windows a day back."""
+    from wire.payloads import CountsMessage, QueueStats, VehicleClass, encode
+
+    base = datetime.fromtimestamp((time.time() // 10) * 10 - 86_400, UTC)
+    out = []
+    for i in range(per_lane):
+        for u in range(units):
+            for lane in range(lanes):
+                m = CountsMessage(
+                    gate="bench", unit=f"u{u}", lane=f"l{lane}", seq=i, window_start=base + timedelta(seconds=10 * i),
+                    window_s=10.0, counts={VehicleClass.TRUCK: {"in": i % 5, "out": 1}, VehicleClass.CAR: {"in": 2}},
+                    queue=QueueStats(length_max=3, length_mean=1.5, stationary_max=2, clearance_per_min=6.0),
+                    frames=120, camera_up=1.0,
+                )
+                out.append((m.unit, m.lane, i, encode(m)))
+    return out
+
+
+def run_row(tmp: Path, mq_port: int, influx_url: str, units: int, records: int, lanes: int, rate: float,
+            batch_size: int, progress: Any) -> Row:
+    import paho.mqtt.client as mqtt
+    import psutil
+    import yaml
+    from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
+
+    db = f"bench_{units}u_{int(time.time() * 1000)}"
+    per_lane = max(1, records // (units * lanes))
+    msgs = _messages(units, lanes, per_lane)
+    cfg = {
+        "server_id": "bench", "log_level": "WARNING",
+        "mqtt": {"host": "127.0.0.1", "port": mq_port, "client_id": db, "receive_maximum": max(1000, batch_size * 2)},
+        "influx": {"api": "v1", "url": influx_url, "database": db, "batch_size": batch_size},
+        "spool": {"path": str(tmp / f"{db}.sqlite3")},
+        "validation": {"accept_unknown": True},
+        "alerts": {"silence_wall_clock": False},
+        "health": {"interval_s": 5},
+    }
+    cfg_path = tmp / f"{db}.yaml"
+    cfg_path.write_text(yaml.safe_dump(cfg))
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+    server = _Proc([sys.executable, "-m", "gatewatch", "server", "--config", str(cfg_path)], mq_port,
+                   tmp / f"{db}.log", env)
+    ps = psutil.Process(server.proc.pid)
+    peak = 0.0
+    try:
+        # the server's subscription must exist before the first publish
+        _wait(lambda: bool(_influxql(influx_url, db, "SELECT count(*) FROM server_health")), 60, "the server")
+        sent_at: dict[tuple[str, str, int], float] = {}
+        done: dict[tuple[str, str], int] = {}
+        latencies: list[float] = []
+        pub = mqtt.Client(callback_api_version=CallbackAPIVersion.VERSION2, client_id=f"{db}-units",
+                          protocol=MQTTProtocolVersion.MQTTv5)
+        pub.max_inflight_messages_set(1000)
+        pub.connect("127.0.0.1", mq_port)
+        pub.loop_start()
+
+        def publish() -> None:
+            gap = 1.0 / rate if rate > 0 else 0.0
+            t_next = time.monotonic()
+            for unit, lane, seq, payload in msgs:
+                if gap:
+                    t_next += gap
+                    delay = t_next - time.monotonic()
+                    if delay > 0:
+                        time.sleep(delay)
+                sent_at[(unit, lane, seq)] = time.monotonic()
+                pub.publish(f"gatewatch/v1/bench/{unit}/counts", payload, qos=1)
+
+        t0 = time.monotonic()
+        sender = threading.Thread(target=publish, daemon=True)
+        sender.start()
+        stored = 0
+        deadline = t0 + 600
+        while stored < len(msgs):
+            if time.monotonic() > deadline:
+                raise BenchError(f"only {stored}/{len(msgs)} records stored after 600 s")
+            time.sleep(POLL_S)
+            peak = max(peak, ps.memory_info().rss / 2**20)
+            now = time.monotonic()
+            for series in _influxql(influx_url, db, 'SELECT last("seq") FROM lane_queue GROUP BY "unit", "lane"'):
+                key = (series["tags"]["unit"], series["tags"]["lane"])
+                last = int(series["values"][0][1])
+                for s in range(done.get(key, -1) + 1, last + 1):
+                    t_sent = sent_at.get((*key, s))
+                    if t_sent is not None:
+                        latencies.append((now - t_sent) * 1000)
+                done[key] = last
+            new = sum(v + 1 for v in done.values())
+            progress(new - stored)
+            stored = new
+        seconds = time.monotonic() - t0
+        sender.join()
+        pub.disconnect()
+        pub.loop_stop()
+    finally:
+        server.stop()
+    return Row(units, len(msgs), seconds, latencies, peak)
+
+
+def run_bench(units: list[int], records: int, lanes: int, rate: float, batch_size: int) -> list[Row]:
+    from rich.console import Console
+    from rich.progress import Progress
+    from rich.table import Table
+
+    console = Console()
+    rows: list[Row] = []
+    with tempfile.TemporaryDirectory(prefix="gatewatch-bench-") as d:
+        tmp = Path(d)
+        mq = spawn_mosquitto(tmp)
+        db = spawn_influxd(tmp)
+        try:
+            with Progress(console=console, transient=True) as bar:
+                for n in units:
+                    per_row = max(1, records // (n * lanes)) * n * lanes
+                    task = bar.add_task(f"{n} units", total=per_row)
+                    rows.append(run_row(tmp, mq.port, f"http://127.0.0.1:{db.port}", n, records, lanes, rate,
+                                        batch_size, lambda k, t=task: bar.advance(t, k)))
+        finally:
+            mq.stop()
+            db.stop()
+    table = Table(title=f"gatewatch server ingest: mosquitto -> server -> influxd 1.x "
+                        f"({lanes} lanes/unit, batch {batch_size}, rate {'max' if rate <= 0 else f'{rate:g}/s'})")
+    for col in ("units", "records", "records/s", "p50 ms", "p90 ms", "p99 ms", "max ms", "server peak RSS MB"):
+        table.add_column(col, justify="right")
+    for r in rows:
+        table.add_row(str(r.units), str(r.records), f"{r.rate:,.0f}", f"{r.pct(0.5):.0f}", f"{r.pct(0.9):.0f}",
+                      f"{r.pct(0.99):.0f}", f"{max(r.latencies_ms, default=float('nan')):.0f}",
+                      f"{r.peak_rss_mb:.0f}")
+    console.print(table)
+    return rows
+
+
+if __name__ == "__main__":
+    import typer
+
+    from server.cli import bench_server
+
+    typer.run(bench_server)
