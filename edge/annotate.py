@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import cv2
+import numpy as np
 
 from edge import EdgeError
 from edge.capture import Frame
@@ -53,7 +54,7 @@ class VideoAnnotator:
                 raise EdgeError(f"cannot write video {self.path}")
         overlay = img.copy()
         draw_lanes(overlay, self.cfg)
-        img = cv2.addWeighted(overlay, 0.6, img, 0.4, 0)
+        img = cv2.addWeighted(overlay, 0.6, img, 0.4, 0).astype(np.uint8)
         for k in range(len(dets)):
             x1, y1, x2, y2 = (int(v) for v in dets.xyxy[k])
             cls = dets.vehicle_class[k].value

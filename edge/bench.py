@@ -39,8 +39,7 @@ class BenchRow:
     counts: str
 
 
-def _run_one(fmt: str, imgsz: int, stride: int, clips: list[str], export_dir: str,
-             queue: mp.Queue) -> None:  # type: ignore[type-arg]
+def _run_one(fmt: str, imgsz: int, stride: int, clips: list[str], export_dir: str, queue: mp.Queue) -> None:  # type: ignore[type-arg]
     import torch
 
     from edge.detector import UltralyticsTracker
@@ -74,15 +73,37 @@ def _summarise(fmt: str, imgsz: int, stride: int, results: list[EvalResult], ela
     stages = ("decode", "inference", "tracking", "counting")
     stage = {k: sum(dict(r.stage_s)[k] for r in per_clip.values()) for k in stages}
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    counts = ", ".join(f"{r.row.video.split('_')[0]}{'/' + r.row.direction if r.row.video.startswith('opencv') else ''}"
-                       f" {r.total}/{r.row.total}" for r in results)
-    return BenchRow(fmt, imgsz, stride, source / elapsed, processed / elapsed,
-                    *(stage[k] * 1000 / processed for k in ("decode", "inference", "tracking", "counting")),
-                    peak, sum(r.ok for r in results), len(results), counts)
+    counts = ", ".join(
+        f"{r.row.video.split('_')[0]}{'/' + r.row.direction if r.row.video.startswith('opencv') else ''}"
+        f" {r.total}/{r.row.total}"
+        for r in results
+    )
+    per_frame = {k: stage[k] * 1000 / processed for k in stages}
+    return BenchRow(
+        fmt=fmt,
+        imgsz=imgsz,
+        stride=stride,
+        source_fps=source / elapsed,
+        processed_fps=processed / elapsed,
+        decode_ms=per_frame["decode"],
+        inference_ms=per_frame["inference"],
+        tracking_ms=per_frame["tracking"],
+        counting_ms=per_frame["counting"],
+        peak_mb=peak,
+        rows_ok=sum(r.ok for r in results),
+        rows=len(results),
+        counts=counts,
+    )
 
 
-def run_bench(clips: list[Path] | None, formats: list[str], sizes: list[int], strides: list[int],
-              export_dir: Path, console: Console) -> list[BenchRow]:
+def run_bench(
+    clips: list[Path] | None,
+    formats: list[str],
+    sizes: list[int],
+    strides: list[int],
+    export_dir: Path,
+    console: Console,
+) -> list[BenchRow]:
     folder = footage_dir()
     names = sorted({r.video for r in read_ground_truth(folder / "ground_truth.csv")})
     if clips:
@@ -106,11 +127,34 @@ def run_bench(clips: list[Path] | None, formats: list[str], sizes: list[int], st
 
 def bench_table(rows: list[BenchRow]) -> Table:
     table = Table(title="edge pipeline benchmark (source frames/s = camera frames handled per second)")
-    for col in ("format", "imgsz", "stride", "source fps", "processed fps", "decode ms", "infer ms",
-                "track ms", "count ms", "peak MB", "rows ok", "counts (got/hand)"):
+    for col in (
+        "format",
+        "imgsz",
+        "stride",
+        "source fps",
+        "processed fps",
+        "decode ms",
+        "infer ms",
+        "track ms",
+        "count ms",
+        "peak MB",
+        "rows ok",
+        "counts (got/hand)",
+    ):
         table.add_column(col)
     for r in rows:
-        table.add_row(r.fmt, str(r.imgsz), str(r.stride), f"{r.source_fps:.1f}", f"{r.processed_fps:.1f}",
-                      f"{r.decode_ms:.1f}", f"{r.inference_ms:.1f}", f"{r.tracking_ms:.1f}", f"{r.counting_ms:.2f}",
-                      f"{r.peak_mb:.0f}", f"{r.rows_ok}/{r.rows}", r.counts)
+        table.add_row(
+            r.fmt,
+            str(r.imgsz),
+            str(r.stride),
+            f"{r.source_fps:.1f}",
+            f"{r.processed_fps:.1f}",
+            f"{r.decode_ms:.1f}",
+            f"{r.inference_ms:.1f}",
+            f"{r.tracking_ms:.1f}",
+            f"{r.counting_ms:.2f}",
+            f"{r.peak_mb:.0f}",
+            f"{r.rows_ok}/{r.rows}",
+            r.counts,
+        )
     return table

@@ -13,7 +13,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Protocol, cast
 
 # FFmpeg's own chatter ("moov atom not found") would bury our one clear error line; set the
 # variable to e.g. 24 (warning) when debugging a camera.
@@ -131,7 +131,7 @@ class FileSource:
             ahead = self._t0 + offset - now
             if ahead > 0:
                 self._sleep(ahead)
-        return Frame(self.start + offset, self._index, image)
+        return Frame(self.start + offset, self._index, cast(Image, image))
 
     def close(self) -> None:
         self._cap.release()
@@ -218,7 +218,7 @@ class LiveSource:
             self._state = CameraState.RECONNECTING
             return Frame(self._clock(), self._index, None)
         self._index += 1
-        return Frame(self._clock(), self._index, image)
+        return Frame(self._clock(), self._index, cast(Image, image))
 
     def wait_open(self, timeout: float) -> None:
         """For interactive commands: fail clearly if the camera never opens."""
@@ -239,7 +239,7 @@ class PiCameraSource:
 
     def __init__(self, cfg: SourceConfig, clock: Callable[[], float] = time.time) -> None:
         try:
-            from picamera2 import Picamera2  # type: ignore[import-not-found]
+            from picamera2 import Picamera2
         except ImportError:
             raise CaptureError(
                 "source kind 'picamera' needs picamera2 (apt install python3-picamera2)"
@@ -269,7 +269,7 @@ class PiCameraSource:
         image = self._cam.capture_array()
         self._decode_ms = (time.perf_counter() - t0) * 1000
         self._index += 1
-        return Frame(self._clock(), self._index, image)
+        return Frame(self._clock(), self._index, cast(Image, image))
 
     def close(self) -> None:
         self._cam.stop()

@@ -266,9 +266,10 @@ class UnitConfig(_Strict):
         ids = [lane.id for lane in self.lanes]
         if len(ids) != len(set(ids)):
             raise ValueError(f"lane ids must be unique, got {ids}")
-        for ref in [*self.gpio.lane_signals, *self.gpio.loop_sensors]:
-            if ref.lane not in ids:
-                raise ValueError(f"gpio refers to unknown lane {ref.lane!r}")
+        refs = [s.lane for s in self.gpio.lane_signals] + [s.lane for s in self.gpio.loop_sensors]
+        for ref in refs:
+            if ref not in ids:
+                raise ValueError(f"gpio refers to unknown lane {ref!r}")
         return self
 
     def config_hash(self) -> str:

@@ -79,12 +79,11 @@ class LaneCounter:
 
     def update(self, dets: Detections, t: float) -> list[Crossing]:
         points = dets.reference_points()
-        crossings: list[Crossing] = []
         seen = {int(i) for i in dets.track_id}
         new: list[int] = []
         for k, tid in enumerate(int(i) for i in dets.track_id):
             if tid in self.tracks:
-                crossings.extend(self._observe(self.tracks[tid], dets, k, points, t))
+                self._observe(self.tracks[tid], dets, k, points, t)
             else:
                 new.append(k)
         # new ids after known ones, so "vanished this frame" is known when matching
@@ -93,8 +92,8 @@ class LaneCounter:
             x, y = float(points[k][0]), float(points[k][1])
             state = self._inherit(tid, x, y, t, seen) or self._new_track(tid, x, y, t)
             self.tracks[tid] = state
-            crossings.extend(self._observe(state, dets, k, points, t))
-        crossings.extend(self._settle(t))
+            self._observe(state, dets, k, points, t)
+        crossings = self._settle(t)
         self._prune(t)
         return crossings
 
@@ -151,9 +150,7 @@ class LaneCounter:
         best.track_id = tid
         return best
 
-    def _observe(
-        self, s: TrackState, dets: Detections, k: int, points: FloatArray, t: float
-    ) -> list[Crossing]:
+    def _observe(self, s: TrackState, dets: Detections, k: int, points: FloatArray, t: float) -> None:
         x, y = float(points[k][0]), float(points[k][1])
         dt = t - s.last_seen
         if dt > 0:
@@ -173,25 +170,22 @@ class LaneCounter:
                 s.zone_enter = t
         side = self.line.side(x, y)
         if side == 0:
-            return []
-        out: list[Crossing] = []
+            return
         from_side = s.side
-        if from_side == 0 and s.born_at is not None:
-            # first seen inside the band: it crossed if it moved a band-width through the line
-            if abs(self.line.signed_distance(x, y) - s.born_at) >= self.line.band:
-                from_side = -side
+        # first seen inside the band: it crossed if it moved a band-width through the line
         if (
-            from_side == -side
-            and not s.counted
-            and -SEGMENT_MARGIN <= self.line.along(x, y) <= 1 + SEGMENT_MARGIN
+            from_side == 0
+            and s.born_at is not None
+            and abs(self.line.signed_distance(x, y) - s.born_at) >= self.line.band
         ):
+            from_side = -side
+        if from_side == -side and not s.counted and -SEGMENT_MARGIN <= self.line.along(x, y) <= 1 + SEGMENT_MARGIN:
             s.counted = True
             direction = self.lane.directions[0] if side > 0 else self.lane.directions[1]
             wait = t - s.zone_enter if s.zone_enter is not None else None
             s.pending = Crossing(self.lane.id, s.track_id, s.vehicle_class, direction, t, wait)
             s.in_zone = False
         s.side = side
-        return out
 
     def _prune(self, t: float) -> None:
         ttl = max(self.cfg.track_ttl_s, self.cfg.id_switch_guard_s, self.cfg.class_settle_s)

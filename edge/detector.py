@@ -74,6 +74,7 @@ def restrict_head(model: Any, keep_names: list[str]) -> None:
     if head is None or not hasattr(head, "cv3") or not hasattr(head, "nc"):
         log.info("model format has no editable head; keeping all %s classes", len(model.names))
         return
+    assert net is not None
     keep = [i for i, n in model.names.items() if n in keep_names]
     if not keep or len(keep) == head.nc:
         return
@@ -81,7 +82,7 @@ def restrict_head(model: Any, keep_names: list[str]) -> None:
         conv = branch[-1]
         new = torch.nn.Conv2d(conv.in_channels, len(keep), 1)
         new.weight.data = conv.weight.data[keep].clone()
-        assert conv.bias is not None
+        assert conv.bias is not None and new.bias is not None
         new.bias.data = conv.bias.data[keep].clone()
         branch[-1] = new
     names = {j: model.names[i] for j, i in enumerate(keep)}
@@ -108,7 +109,7 @@ class UltralyticsTracker:
         self.cfg = cfg
         path = check_model_path(cfg.path)
         try:
-            from ultralytics import YOLO
+            from ultralytics import YOLO  # type: ignore[attr-defined]
 
             self.model: Any = YOLO(str(path), task="detect")
         except Exception as exc:  # ultralytics raises many types for a corrupt/unsupported file

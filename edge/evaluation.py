@@ -124,8 +124,15 @@ def evaluate(
         for row in group:
             by_class = {c: pipe.totals.get(("line", c.value, row.direction), 0) for c in CLASSES}
             results.append(
-                EvalResult(row, sum(by_class.values()), by_class, pipe.stats.frames, seconds,
-                           source.frame_count, tuple(pipe.stats.total_s.items()))
+                EvalResult(
+                    row,
+                    sum(by_class.values()),
+                    by_class,
+                    pipe.stats.frames,
+                    seconds,
+                    source.frame_count,
+                    tuple(pipe.stats.total_s.items()),
+                )
             )
     return results
 
@@ -144,14 +151,18 @@ def run_eval(
         update["imgsz"] = imgsz
     if stride:
         update["vid_stride"] = stride
-    cfg = ModelConfig(**update)  # type: ignore[arg-type]
+    cfg = ModelConfig.model_validate(update)
     total = 0
     for video in {r.video for r in rows}:
         src = FileSource(folder / video, 0.0)
         total += src.frame_count // cfg.vid_stride
         src.close()
     with tqdm(total=total, unit="frame", desc="eval", disable=None) as bar:
-        return evaluate(folder, cfg, UltralyticsTracker, rows, on_frame=lambda: bar.update(1))
+
+        def tick() -> None:
+            bar.update(1)
+
+        return evaluate(folder, cfg, UltralyticsTracker, rows, on_frame=tick)
 
 
 def print_results(results: list[EvalResult], console: Console) -> None:

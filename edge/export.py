@@ -52,7 +52,7 @@ def export_model(weights: Path, fmt: str, imgsz: int, out_dir: Path | None = Non
     if not work.exists():
         shutil.copyfile(weights, work)
     os.environ.setdefault("YOLO_OFFLINE", "1")
-    from ultralytics import YOLO
+    from ultralytics import YOLO  # type: ignore[attr-defined]
 
     model = YOLO(str(work), task="detect")
     restrict_head(model, list(DEFAULT_CLASS_MAP))

@@ -13,13 +13,13 @@ from tests import shared_data
 
 
 def gatewatch(*args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "gatewatch", *args], capture_output=True, text=True,
-                          timeout=timeout)
+    return subprocess.run([sys.executable, "-m", "gatewatch", *args], capture_output=True, text=True, timeout=timeout)
 
 
 def unit_yaml(tmp_path: Path, **overrides: object) -> Path:
     cfg: dict[str, object] = {
-        "gate": "huu-nghi", "unit": "cam1",
+        "gate": "huu-nghi",
+        "unit": "cam1",
         "source": {"kind": "file", "path": "clip.mp4"},
         "lanes": [{"id": "in1", "line": {"a": [0, 0.5], "b": [1, 0.5]}}],
     }
@@ -41,8 +41,9 @@ def assert_clean_error(proc: subprocess.CompletedProcess[str], *needles: str) ->
 
 
 def test_bad_config_reports_every_error_with_its_path(tmp_path: Path) -> None:
-    path = unit_yaml(tmp_path, lanes=[{"id": "In 1", "line": {"a": [0, 2], "b": [1, 0.5]}, "colour": "red"}],
-                     model={"imgsz": 650})
+    path = unit_yaml(
+        tmp_path, lanes=[{"id": "In 1", "line": {"a": [0, 2], "b": [1, 0.5]}, "colour": "red"}], model={"imgsz": 650}
+    )
     proc = gatewatch("validate-config", str(path))
     assert_clean_error(proc, "lanes.0.id", "lanes.0.line.a.1", "lanes.0.colour", "model.imgsz")
 
@@ -68,13 +69,16 @@ def test_unreadable_video(tmp_path: Path) -> None:
     bad.write_bytes(b"this is not a video" * 100)
     proc = gatewatch("replay", str(bad), "--model", str(shared_data.model()))
     assert_clean_error(proc, "broken.mp4")
-    assert_clean_error(gatewatch("replay", str(tmp_path / "absent.mp4"), "--model", str(shared_data.model())),
-                       "video not found")
+    assert_clean_error(
+        gatewatch("replay", str(tmp_path / "absent.mp4"), "--model", str(shared_data.model())), "video not found"
+    )
 
 
 @pytest.mark.timeout(120)
 def test_camera_that_never_opens(tmp_path: Path) -> None:
-    path = unit_yaml(tmp_path, source={"kind": "rtsp", "path": "rtsp://127.0.0.1:9/none", "open_timeout_s": 2,
-                                       "reconnect_initial_s": 0.2})
+    path = unit_yaml(
+        tmp_path,
+        source={"kind": "rtsp", "path": "rtsp://127.0.0.1:9/none", "open_timeout_s": 2, "reconnect_initial_s": 0.2},
+    )
     proc = gatewatch("replay", "rtsp://127.0.0.1:9/none", "--config", str(path), "--model", str(shared_data.model()))
     assert_clean_error(proc, "did not open")

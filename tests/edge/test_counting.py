@@ -19,9 +19,8 @@ def lane(**line_kw: object) -> LaneConfig:
     return LaneConfig(id="l1", line=LineConfig(**kw), directions=("down", "up"))  # type: ignore[arg-type]
 
 
-def run(frames: list[list[Obs]], lane_cfg: LaneConfig | None = None, gap_frames: int = 0) -> list[tuple[str, str]]:
+def run(frames: list[list[Obs]], lane_cfg: LaneConfig | None = None) -> list[tuple[str, str]]:
     counter = LaneCounter(lane_cfg or lane(band=0.03), CountingConfig(), *SIZE)
-    out = []
     crossings = []
     for i, obs in enumerate(frames):
         crossings += counter.update(frame(obs), i / FPS)
@@ -52,7 +51,10 @@ CASES = {
         [("down", "car")],
     ),
     "stop on the line, jitter, then back off": (path(1, ramp(300, 480) + jitter(500, 35, 100) + ramp(480, 300)), []),
-    "reverse after crossing counts once": (path(1, ramp(300, 700) + ramp(700, 300) + ramp(300, 700)), [("down", "car")]),
+    "reverse after crossing counts once": (
+        path(1, ramp(300, 700) + ramp(700, 300) + ramp(300, 700)),
+        [("down", "car")],
+    ),
     "approach and reverse": (path(1, ramp(300, 480) + ramp(480, 300)), []),
     "id switch at the line": (SWITCH, [("down", "car")]),
     "id switch after the count": (SWITCH_AFTER, [("down", "car")]),
@@ -118,7 +120,9 @@ def test_vertical_line_directions() -> None:
 
 def test_wait_from_queue_zone_entry_to_crossing() -> None:
     cfg = LaneConfig(
-        id="l1", line=LineConfig(a=(0.0, 0.5), b=(1.0, 0.5), band=0.03), directions=("down", "up"),
+        id="l1",
+        line=LineConfig(a=(0.0, 0.5), b=(1.0, 0.5), band=0.03),
+        directions=("down", "up"),
         queue_zone=[(0.0, 0.2), (1.0, 0.2), (1.0, 0.5), (0.0, 0.5)],
     )
     counter = LaneCounter(cfg, CountingConfig(), *SIZE)

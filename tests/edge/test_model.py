@@ -33,8 +33,11 @@ def results() -> list[EvalResult]:
 def test_every_ground_truth_row_within_tolerance(results: list[EvalResult]) -> None:
     rows = read_ground_truth(shared_data.footage() / "ground_truth.csv")
     assert len(results) == len(rows) >= 5
-    report = "\n".join(f"{r.row.video} {r.row.direction}: {r.total} vs {r.row.total}±{r.row.tolerance} "
-                       f"{ {c.value: n for c, n in r.by_class.items() if n} }" for r in results)
+    report = "\n".join(
+        f"{r.row.video} {r.row.direction}: {r.total} vs {r.row.total}±{r.row.tolerance} "
+        f"{ {c.value: n for c, n in r.by_class.items() if n} }"
+        for r in results
+    )
     print(report)
     assert all(r.ok for r in results), report
 
@@ -65,9 +68,24 @@ def test_replay_end_to_end(tmp_path: Path) -> None:
     clip = shared_data.footage("degirum_Traffic.mp4")
     out, video = tmp_path / "records.jsonl", tmp_path / "annotated.mp4"
     proc = subprocess.run(
-        [sys.executable, "-m", "gatewatch", "replay", str(clip), "--model", str(shared_data.model()),
-         "--out", str(out), "--video-out", str(video), "--start", "2026-11-24T08:00:00Z"],
-        capture_output=True, text=True, timeout=600,
+        [
+            sys.executable,
+            "-m",
+            "gatewatch",
+            "replay",
+            str(clip),
+            "--model",
+            str(shared_data.model()),
+            "--out",
+            str(out),
+            "--video-out",
+            str(video),
+            "--start",
+            "2026-11-24T08:00:00Z",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
     )
     assert proc.returncode == 0, proc.stderr
     records = [json.loads(line) for line in out.read_text().splitlines()]

@@ -66,9 +66,17 @@ class ScriptedTracker:
 
 def config(window_s: float = 10.0) -> UnitConfig:
     return UnitConfig(
-        gate="g1", unit="u1", source=SourceConfig(kind="file", path="x.mp4"),
-        lanes=[LaneConfig(id="l1", line=LineConfig(a=(0, 0.5), b=(1, 0.5), band=0.03), directions=("in", "out"),
-                          queue_zone=[(0, 0.1), (1, 0.1), (1, 0.5), (0, 0.5)])],
+        gate="g1",
+        unit="u1",
+        source=SourceConfig(kind="file", path="x.mp4"),
+        lanes=[
+            LaneConfig(
+                id="l1",
+                line=LineConfig(a=(0, 0.5), b=(1, 0.5), band=0.03),
+                directions=("in", "out"),
+                queue_zone=[(0, 0.1), (1, 0.1), (1, 0.5), (0, 0.5)],
+            )
+        ],
         counting=CountingConfig(window_s=window_s),
     )
 
