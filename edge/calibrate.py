@@ -88,7 +88,7 @@ def render(image: Image, cfg: UnitConfig, grid: bool = True) -> Image:
         draw_grid(base)
     drawn = base.copy()
     draw_lanes(drawn, cfg)
-    out: Image = cv2.addWeighted(drawn, BAND_ALPHA, base, 1.0 - BAND_ALPHA, 0)
+    out = np.asarray(cv2.addWeighted(drawn, BAND_ALPHA, base, 1.0 - BAND_ALPHA, 0), dtype=np.uint8)
     for colour in SOLID_COLOURS:
         solid = np.all(drawn == colour, axis=2)
         out[solid] = drawn[solid]
