@@ -121,6 +121,8 @@ def run_bench(
             rows.append(payload)
         else:
             console.print(f"[yellow]skipped[/] {payload}")
+    if not console.is_terminal:
+        console.width = 220  # logs and docs want the whole table, not an 80-column squeeze
     console.print(bench_table(rows))
     return rows
 

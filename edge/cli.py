@@ -137,7 +137,9 @@ def bench_cmd(
     ] = "pt,onnx",
     sizes: Annotated[str, typer.Option(help="image sizes, comma-separated")] = "640,320",
     strides: Annotated[str, typer.Option(help="frame strides, comma-separated")] = "1",
-    export_dir: Annotated[Path, typer.Option(help="where exports are written/reused")] = Path("build/models"),
+    export_dir: Annotated[
+        Path | None, typer.Option(help="where exports are written and reused (default ~/.cache/gatewatch/models)")
+    ] = None,
     verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False,
 ) -> None:
     """Frames/s and ms per stage for each model format, image size and stride, with the counts."""
@@ -146,12 +148,14 @@ def bench_cmd(
     def body() -> None:
         from edge.bench import run_bench
 
+        from edge.export import default_export_dir
+
         run_bench(
             clip,
             [f.strip() for f in formats.split(",") if f.strip()],
             [int(s) for s in sizes.split(",")],
             [int(s) for s in strides.split(",")],
-            export_dir,
+            export_dir or default_export_dir(),
             console,
         )
 
