@@ -9,9 +9,9 @@ Layout of the state folder (keep it off git and back it up: it holds the CA key)
     ca/ca.crt, ca/ca.key                          the gatewatch CA, created once
     broker/passwd, broker/acl                     for /etc/mosquitto/gatewatch/
     broker/tls/{ca.crt,server.crt,server.key}     for /etc/mosquitto/gatewatch/tls/
-    units/<gate>/<unit>/unit.yaml, mqtt.env       for /etc/gatewatch/ on the Pi
+    units/<gate>/<unit>/unit.yaml, edge.env       for /etc/gatewatch/ on the Pi
     units/<gate>/<unit>/tls/{ca.crt,client.crt,client.key}
-    servers/<name>/server.yaml, mqtt.env, tls/ca.crt
+    servers/<name>/server.yaml, server.env, tls/ca.crt
 
 Usernames are `<gate>.<unit>` for units: ids never contain a dot (wire.topics.ID_PATTERN), so
 the name is unambiguous and can never collide with a server account, whose name is a plain id.
@@ -53,8 +53,11 @@ DEFAULT_UNIT_ETC = Path("/etc/gatewatch")
 DEFAULT_UNIT_MODEL = Path("/var/lib/gatewatch/models/yolov8n-vehicles-480_ncnn_model")
 UNIT_PORT = 8883
 SERVER_PORT = 8884
-SERVER_PASSWORD_ENV = "GATEWATCH_SERVER_MQTT_PASSWORD"
+SERVER_PASSWORD_ENV = "GATEWATCH_MQTT_PASSWORD"  # as deploy/server/gatewatch-server.service expects
 UNIT_PASSWORD_ENV = "GATEWATCH_MQTT_PASSWORD"
+#: EnvironmentFile names of deploy/systemd/gatewatch-edge.service and deploy/server/gatewatch-server.service
+UNIT_ENV_FILE = "edge.env"
+SERVER_ENV_FILE = "server.env"
 CA_DAYS = 3650
 LEAF_DAYS = 825
 #: reissue a leaf certificate that expires within this many seconds.
@@ -420,8 +423,8 @@ def provision_unit(root: Path, gate: str, unit: str, opts: UnitOptions) -> Repor
     report = Report()
     report.add(ensure_ca(state), str(state.ca_crt))
     out = state.unit_dir(gate, unit)
-    report.add(ensure_password(out / "mqtt.env", UNIT_PASSWORD_ENV, state.passwd, user, opts.rotate_password),
-               f"password of {user} ({out / 'mqtt.env'}, {state.passwd})")
+    report.add(ensure_password(out / UNIT_ENV_FILE, UNIT_PASSWORD_ENV, state.passwd, user, opts.rotate_password),
+               f"password of {user} ({out / UNIT_ENV_FILE}, {state.passwd})")
     report.add(ensure_acl_block(state.acl, user, unit_acl(gate, unit)), f"ACL block of {user} ({state.acl})")
     tls = out / "tls"
     report.add(ensure_leaf(state, tls / "client.crt", tls / "client.key", user, "clientAuth"),
@@ -474,7 +477,7 @@ def parse_source(source: str) -> dict[str, Any]:
 
 UNIT_YAML_HEADER = """\
 # gatewatch edge unit {gate}/{unit}, written by `gatewatch provision-unit`.
-# The MQTT password is not here: systemd loads it from {etc}/mqtt.env (GATEWATCH_MQTT_PASSWORD).
+# The MQTT password is not here: systemd loads it from {etc}/edge.env (GATEWATCH_MQTT_PASSWORD).
 # lane1 is a placeholder: run `gatewatch calibrate --config {etc}/unit.yaml --out frame.png`,
 # look at frame.png and move the line and queue zone onto the real lanes (docs/installer-guide.md).
 """
@@ -520,8 +523,8 @@ def provision_server(root: Path, name: str, opts: ServerOptions) -> Report:
     report = Report()
     report.add(ensure_ca(state), str(state.ca_crt))
     out = state.server_dir(name)
-    report.add(ensure_password(out / "mqtt.env", SERVER_PASSWORD_ENV, state.passwd, user, opts.rotate_password),
-               f"password of {user} ({out / 'mqtt.env'}, {state.passwd})")
+    report.add(ensure_password(out / SERVER_ENV_FILE, SERVER_PASSWORD_ENV, state.passwd, user, opts.rotate_password),
+               f"password of {user} ({out / SERVER_ENV_FILE}, {state.passwd})")
     report.add(ensure_acl_block(state.acl, user, server_acl(name)), f"ACL block of {user} ({state.acl})")
     report.add(_copy_if_changed(state.ca_crt, out / "tls" / "ca.crt", 0o644), str(out / "tls" / "ca.crt"))
     report.add(_ensure_server_config(out / "server.yaml", name, opts), str(out / "server.yaml"))
@@ -556,7 +559,7 @@ def _ensure_server_config(path: Path, name: str, opts: ServerOptions) -> bool:
         raise ProvisionError(f"starter server config is invalid: {exc}") from None
     header = (
         f"# gatewatch server {name}, written by `gatewatch provision-server`; extend it (influx, alerts).\n"
-        f"# The MQTT password is not here: systemd loads {SERVER_PASSWORD_ENV} from {opts.etc_dir}/mqtt.env.\n"
+        f"# The MQTT password is not here: systemd loads {SERVER_PASSWORD_ENV} from {opts.etc_dir}/{SERVER_ENV_FILE}.\n"
     )
     _write(path, header + yaml.safe_dump(raw, sort_keys=False, default_flow_style=None), 0o644)
     return True

@@ -37,7 +37,7 @@ class SecureBroker:
         d = self.state.unit_dir(gate, unit)
         kw: dict[str, object] = {
             "port": self.unit_port, "username": unit_username(gate, unit),
-            "password": env_value(d / "mqtt.env", UNIT_PASSWORD_ENV),
+            "password": env_value(d / "edge.env", UNIT_PASSWORD_ENV),
             "ca": d / "tls" / "ca.crt", "cert": d / "tls" / "client.crt", "key": d / "tls" / "client.key",
             "client_id": f"{gate}-{unit}",
         }
@@ -48,7 +48,7 @@ class SecureBroker:
         d = self.state.server_dir(SERVER)
         kw: dict[str, object] = {
             "port": self.server_port, "username": SERVER,
-            "password": env_value(d / "mqtt.env", SERVER_PASSWORD_ENV), "ca": d / "tls" / "ca.crt",
+            "password": env_value(d / "server.env", SERVER_PASSWORD_ENV), "ca": d / "tls" / "ca.crt",
             "client_id": SERVER,
         }
         kw.update(over)

@@ -67,11 +67,11 @@ def test_private_files_are_0600_and_secrets_never_printed(tmp_path: Path) -> Non
     outputs = provision_all(root)
     state = State(root)
     unit = state.unit_dir("huu-nghi", "cam1")
-    private = [state.ca_key, state.passwd, state.broker / "tls" / "server.key", unit / "mqtt.env",
-               unit / "tls" / "client.key", state.server_dir("gatewatch-server") / "mqtt.env"]
+    private = [state.ca_key, state.passwd, state.broker / "tls" / "server.key", unit / "edge.env",
+               unit / "tls" / "client.key", state.server_dir("gatewatch-server") / "server.env"]
     for path in private:
         assert stat.S_IMODE(path.stat().st_mode) == 0o600, path
-    password = env_value(unit / "mqtt.env", UNIT_PASSWORD_ENV)
+    password = env_value(unit / "edge.env", UNIT_PASSWORD_ENV)
     assert len(password) >= 40  # 32 random bytes, url-safe base64
     assert all(password not in out for out in outputs)
     assert password not in (unit / "unit.yaml").read_text()
@@ -107,7 +107,7 @@ def test_calibrated_unit_config_is_kept(tmp_path: Path) -> None:
 def test_rotate_password(tmp_path: Path) -> None:
     root = tmp_path / "state"
     provision_all(root)
-    env = State(root).unit_dir("huu-nghi", "cam1") / "mqtt.env"
+    env = State(root).unit_dir("huu-nghi", "cam1") / "edge.env"
     old, old_passwd = env.read_text(), State(root).passwd.read_text()
     code, out = gw("provision-unit", "--dir", str(root), "--gate", "huu-nghi", "--unit", "cam1",
                    "--broker-host", "mqtt.gate.test", "--rotate-password")
