@@ -168,6 +168,10 @@ class Server:
         except WireError as exc:
             self._reject(item, exc.reason, exc.detail)
             return
+        except Exception as exc:  # a validator bug: still one message's problem, not the stream's
+            log.exception("validator failed on a message from %s", item.topic)
+            self._reject(item, "internal", f"{type(exc).__name__}: {exc}")
+            return
         try:
             self._batch.lines.extend(schema.lines(points_for(message)))
             self._on_events(self.alerts.on_message(message))

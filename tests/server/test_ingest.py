@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import time
+from datetime import timedelta
 from pathlib import Path
 
 from server.app import running
 from server.health import ServerHealthMessage
 from tests.server.helpers import (
+    BASE,
+    GATE,
     Listener,
     Publisher,
     counts_message,
@@ -15,6 +19,16 @@ from tests.server.helpers import (
     server_config,
     victoria_counts,
     wait_until,
+)
+from wire.payloads import (
+    AlertMessage,
+    CameraState,
+    CrossingEvent,
+    EventMessage,
+    HealthMessage,
+    StatusMessage,
+    UnitState,
+    VehicleClass,
 )
 from wire.topics import SERVER_HEALTH
 
@@ -69,3 +83,61 @@ def test_counts_stored_exactly_v2_victoria(tmp_path: Path, mosquitto, victoria) 
         pub.close()
         wait_until(lambda: server.health.stored >= len(messages), 30, "all messages stored")
     wait_until(lambda: victoria_counts(victoria) == want, 10, "victoria-metrics to hold every count")
+
+
+def test_status_health_and_events_are_stored_and_drive_unit_alerts(tmp_path: Path, mosquitto, influxd) -> None:
+    at = BASE + timedelta(seconds=15)
+    messages = [
+        counts_message("u1", "l1", 0, seq=0),
+        StatusMessage(gate=GATE, unit="u1", seq=1, state=UnitState.ONLINE, at=at, version="0.1.0", config_hash="abc"),
+        HealthMessage(gate=GATE, unit="u1", seq=2, at=at, interval_s=10, fps=7.5, inference_ms=90,
+                      camera=CameraState.DOWN, outbox_depth=3, mem_mb=300, uptime_s=60),
+        EventMessage(gate=GATE, unit="u1", seq=3, event=CrossingEvent(
+            lane="l1", at=at, vehicle_class=VehicleClass.TRUCK, direction="in", track_id=4711, wait_s=95.0)),
+        StatusMessage(gate=GATE, unit="u1", seq=4, state=UnitState.OFFLINE, at=at + timedelta(seconds=5),
+                      version="0.1.0", config_hash="abc"),
+    ]
+    cfg = server_config(tmp_path, mosquitto.port, influxd.url)
+    alerts = Listener(mosquitto.port, f"gatewatch/v1/{GATE}/l1/alert", "alert-watch")
+    with running(cfg) as server:
+        assert server.subscriber.connected.wait(10)
+        pub = Publisher(mosquitto.port)
+        for m in messages:
+            pub.send_message(m)
+        pub.close()
+        wait_until(lambda: server.health.stored >= len(messages), 30, "all messages stored")
+    status = influxd.rows("SELECT * FROM unit_status")
+    assert [(r["state"], r["online"], r["unit"]) for r in status] == [("online", True, "u1"), ("offline", False, "u1")]
+    health = influxd.rows("SELECT * FROM unit_health")
+    assert len(health) == 1 and health[0]["camera"] == "down" and health[0]["fps"] == 7.5
+    events = influxd.rows("SELECT * FROM lane_events")
+    assert len(events) == 1 and events[0]["track_id"] == 4711 and events[0]["class"] == "truck"
+    # track id is a field, never a tag
+    tag_keys = {v[0] for s in influxd.query("SHOW TAG KEYS FROM lane_events") for v in s["values"]}
+    assert tag_keys == {"gate", "unit", "lane", "class", "direction"}
+    last = AlertMessage.model_validate_json(alerts.snapshot()[-1][1])
+    alerts.close()
+    assert {a.rule for a in last.active} == {"camera_down", "unit_offline"}
+    rules = {(r["rule"], r["active"]) for r in influxd.rows("SELECT * FROM alerts")}
+    assert rules == {("camera_down", True), ("unit_offline", True)}
+
+
+def test_shared_subscription_splits_the_stream_between_two_servers(tmp_path: Path, mosquitto, influxd) -> None:
+    messages = _traffic(40)
+    want = expected_counts(messages)
+    a = server_config(tmp_path / "a", mosquitto.port, influxd.url,
+                      mqtt={"client_id": "srv-a", "shared_group": "ingest"})
+    b = server_config(tmp_path / "b", mosquitto.port, influxd.url,
+                      mqtt={"client_id": "srv-b", "shared_group": "ingest"})
+    with running(a) as sa, running(b) as sb:
+        assert sa.subscriber.connected.wait(10) and sb.subscriber.connected.wait(10)
+        time.sleep(0.5)  # both SUBACKs
+        pub = Publisher(mosquitto.port)
+        for m in messages:
+            pub.send_message(m)
+        pub.close()
+        wait_until(lambda: sa.health.stored + sb.health.stored >= len(messages), 30, "all messages stored")
+        split = (sa.health.stored, sb.health.stored)
+    assert sum(split) == len(messages)
+    assert min(split) > 0, f"one server took everything: {split}"
+    assert influx_counts(influxd) == want
