@@ -162,6 +162,7 @@ class Publisher:
         client.on_disconnect = self._on_disconnect
         client.on_publish = self._on_publish
         client.on_message = self._on_message_cb
+        client.on_subscribe = self._on_subscribe
         self._set_will(client)
         return client
 
@@ -244,6 +245,19 @@ class Publisher:
     ) -> None:
         self._acks.append((mid, not reason_code.is_failure))
         self._wake.set()
+
+    def _on_subscribe(
+        self,
+        client: mqtt.Client,
+        userdata: Any,
+        mid: int,
+        reason_codes: list[ReasonCode],
+        properties: Properties | None,
+    ) -> None:
+        denied = [str(rc) for rc in reason_codes if rc.is_failure]
+        if denied:
+            # Without alerts the lane lights can only show "unknown": say why, loudly.
+            log.error("mqtt broker refused the alert subscription (%s); lane lights stay unknown", ", ".join(denied))
 
     def _on_message_cb(self, client: mqtt.Client, userdata: Any, message: mqtt.MQTTMessage) -> None:
         if self._on_message is None:

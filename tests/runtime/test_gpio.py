@@ -231,3 +231,4 @@ def test_loop_sensor_pulses_with_bounce_count_per_window() -> None:
         assert out[0].window_start == start and out[2].window_start == start + timedelta(seconds=10)
     finally:
         loops.close()
+
