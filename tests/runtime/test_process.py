@@ -40,45 +40,54 @@ def spawn(config: Path, first: int, n: int, interval: float, hold: float, log: P
 
 
 def outbox_rows(path: Path) -> tuple[int, int]:
-    """(rows waiting, last seq assigned), read straight from the file the killed process left."""
-    db = sqlite3.connect(path)
+    """(rows waiting, last seq assigned), read straight from the file a process left; (0, 0) before
+    the process has created it."""
+    try:
+        db = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+    except sqlite3.OperationalError:
+        return (0, 0)
     try:
         depth = db.execute("SELECT COUNT(*) FROM messages").fetchone()[0]
         next_seq = db.execute("SELECT value FROM meta WHERE key = 'next_seq'").fetchone()[0]
         return int(depth), int(next_seq) - 1
+    except sqlite3.OperationalError:
+        return (0, 0)
     finally:
         db.close()
 
 
 def test_sigkill_mid_run_then_restart_on_the_same_outbox_loses_nothing(mosquitto: Broker, tmp_path: Path) -> None:
-    # Drain slower than production, so the kill lands with a backlog on disk and messages in flight.
+    # Drain slower than production, so each kill lands with a backlog on disk and messages in flight.
     config = write_config(tmp_path, mosquitto.port, mqtt={"drain_rate_per_s": 50.0, "max_inflight": 5})
     outbox = tmp_path / "outbox.sqlite3"
     sub = Subscriber(mosquitto.port, f"gatewatch/v1/{GATE}/{UNIT}/counts")
     log = tmp_path / "edge.log"
     try:
-        proc = spawn(config, 0, 400, 0.005, 60, log)
-        wait_for(lambda: len(sub.counts()) >= 10, 20, "first records")
-        time.sleep(0.5)
-        proc.send_signal(signal.SIGKILL)
-        proc.wait(10)
-        depth, last_seq = outbox_rows(outbox)
-        assert depth > 20, f"kill should leave a backlog, left {depth}"
-        received_before = len(sub.counts())
-        assert 0 < received_before < last_seq
+        last_seq = 0
+        for k, after_s in enumerate((0.7, 0.3, 1.1)):  # three kills at different moments
+            proc = spawn(config, 1000 * k, 400, 0.005, 60, log)
+            wait_for(lambda before=last_seq: outbox_rows(outbox)[1] > before + 10, 20, "the process to enqueue")
+            time.sleep(after_s)
+            proc.send_signal(signal.SIGKILL)
+            proc.wait(10)
+            depth, seq = outbox_rows(outbox)
+            assert seq > last_seq and depth > 10, f"kill {k} should leave a backlog, left {depth}"
+            last_seq = seq
+        assert 0 < len({m.seq for m in sub.counts()}) < last_seq
 
-        # Restart: the same outbox, the source carries on from where it was and then ends.
-        proc = spawn(config, 400, 5, 0.01, 0, log)
+        # Restart on the same outbox; this time the source ends by itself and the unit drains.
+        proc = spawn(config, 9000, 5, 0.01, 0, log)
         assert proc.wait(60) == 0, log.read_text()[-2000:]
         depth_after, final_seq = outbox_rows(outbox)
         assert depth_after == 0
-        assert final_seq == last_seq + 10  # numbering carried on across the kill
+        assert final_seq == last_seq + 10  # numbering carried on across the kills
 
         wait_for(lambda: len({m.seq for m in sub.counts()}) >= final_seq, 20, "every seq")
         seqs = sorted({m.seq for m in sub.counts()})
-        assert seqs == list(range(1, final_seq + 1))  # everything enqueued before the kill, no gap
+        assert seqs == list(range(1, final_seq + 1))  # everything enqueued before each kill, no gap
+        assert len({m.key for m in sub.counts()}) == final_seq  # and each seq is a distinct record
         dupes = len(sub.counts()) - len(seqs)
-        print(f"\nkilled with {depth} queued of {last_seq}; after restart all {final_seq} delivered, "
+        print(f"\n3 kills, {last_seq} enqueued before the last; after restart all {final_seq} delivered, "
               f"{dupes} duplicates")
     finally:
         sub.close()
