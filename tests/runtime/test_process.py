@@ -66,7 +66,8 @@ def test_sigkill_mid_run_then_restart_on_the_same_outbox_loses_nothing(mosquitto
         last_seq = 0
         for k, after_s in enumerate((0.7, 0.3, 1.1)):  # three kills at different moments
             proc = spawn(config, 1000 * k, 400, 0.005, 60, log)
-            wait_for(lambda before=last_seq: outbox_rows(outbox)[1] > before + 10, 20, "the process to enqueue")
+            target = last_seq + 10
+            wait_for(lambda: outbox_rows(outbox)[1] > target, 20, "the process to enqueue")  # noqa: B023
             time.sleep(after_s)
             proc.send_signal(signal.SIGKILL)
             proc.wait(10)
