@@ -12,7 +12,7 @@ from edge.runtime import EdgeRuntime
 from tests.fixtures.mosquitto import start_broker
 from tests.fixtures.procs import wait_for
 from tests.runtime.helpers import GATE, STAY_ROOT, UNIT, FakePipeline, Subscriber, make_records, unit_config
-from wire.payloads import AlertMessage
+from wire.payloads import AlertMessage, HealthMessage, StatusMessage, UnitState
 
 OUTAGE_S = 30.0
 
@@ -58,6 +58,12 @@ def test_broker_down_30s_mid_stream_loses_nothing(tmp_path: Path) -> None:
         seqs = sorted({m.seq for m in stream if not isinstance(m, AlertMessage)})
         assert seqs == list(range(1, seqs[-1] + 1)), "gap in seq"
         assert seqs[-1] == len(records) + runtime.health_sent
+        # `online` on every connect; health sent during the outage arrives late and shows the backlog
+        states = [m.state for m in sub.decoded("status") if isinstance(m, StatusMessage)]
+        assert states.count(UnitState.ONLINE) == 2 and states[-1] == UnitState.OFFLINE
+        health = [m for m in sub.decoded("health") if isinstance(m, HealthMessage)]
+        assert max(h.outbox_depth for h in health) > 100
+        assert max(h.outbox_oldest_s or 0.0 for h in health) > 20
         print(
             f"\noutage {OUTAGE_S:.0f}s: backlog {backlog} msgs, reconnect {reconnect_s:.1f}s after broker start, "
             f"drained in {drain_s:.1f}s; {len(got)} counts received for {len(records)} records "
