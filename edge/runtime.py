@@ -152,6 +152,7 @@ class EdgeRuntime:
         self.records_enqueued = 0
         self.events_enqueued = 0
         self.health_sent = 0
+        self.unsendable = 0
 
     # -- messages ---------------------------------------------------------------------------------
 
@@ -181,10 +182,15 @@ class EdgeRuntime:
     def on_event(self, event: CrossingEvent) -> None:
         """Pipeline hook for per-crossing events (when `counting.events` is on)."""
         cfg = self.cfg
-        self.outbox.enqueue(
-            self._topics[TopicKind.EVENTS],
-            lambda s: encode(EventMessage(gate=cfg.gate, unit=cfg.unit, seq=s, event=event)),
-        )
+        try:
+            self.outbox.enqueue(
+                self._topics[TopicKind.EVENTS],
+                lambda s: encode(EventMessage(gate=cfg.gate, unit=cfg.unit, seq=s, event=event)),
+            )
+        except ValueError as exc:  # called inside the pipeline: one bad event must not stop counting
+            self.unsendable += 1
+            log.error("crossing event on lane %s not sendable, skipped: %s", event.lane, exc)
+            return
         self.events_enqueued += 1
         self.publisher.notify()
 
@@ -251,7 +257,12 @@ class EdgeRuntime:
         ended = False
         try:
             for record in pipeline.records():
-                self.enqueue_record(record)
+                try:
+                    self.enqueue_record(record)
+                except ValueError as exc:  # the contract rejects it (pydantic): skip it, keep counting
+                    self.unsendable += 1
+                    log.error("window record %s/%s at %s not sendable, skipped: %s",
+                              record.unit, record.lane, record.window_start, exc)
                 self._progress_at = self.monotonic()
                 if self._stop.is_set():
                     break

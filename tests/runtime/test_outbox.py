@@ -7,7 +7,7 @@ from pathlib import Path
 from edge.health import HealthReaders, HealthSampler, PipelineFigures
 from edge.outbox import ROW_OVERHEAD_BYTES, Outbox
 from edge.runtime import EdgeRuntime
-from tests.runtime.helpers import make_records, unit_config
+from tests.runtime.helpers import FakePipeline, make_records, unit_config
 from wire.payloads import CameraState, HealthMessage, decode_message
 
 
@@ -88,3 +88,17 @@ def test_runtime_health_reports_drops_when_records_overflow_the_bound(tmp_path: 
     first_kept = decode_message(rows[0].topic, rows[0].payload)
     assert first_kept.kind == "counts" and first_kept.seq == dropped + 1  # the oldest went first
     runtime.outbox.close()
+
+
+def test_a_record_the_contract_rejects_is_skipped_and_counting_goes_on(tmp_path: Path) -> None:
+    cfg = unit_config(tmp_path, 1)
+    runtime = EdgeRuntime(cfg, Outbox(cfg.outbox.path, cfg.outbox.max_bytes), flush_timeout_s=0)
+    good = make_records(2)
+    # model_copy skips validation, as a pipeline bug could: a count beyond the contract's bound
+    bad = good[0].model_copy(update={"frames": 10**9})
+    runtime.run(FakePipeline([good[0], bad, *good[1:]]))
+    assert runtime.unsendable == 1
+    box = Outbox(cfg.outbox.path, cfg.outbox.max_bytes)
+    rows = box.peek_after(0, 100)
+    assert [r.seq for r in rows] == [1, 2, 3, 4]  # no seq burnt on the rejected one
+    box.close()
