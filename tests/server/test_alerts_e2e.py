@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 from datetime import timedelta
 from pathlib import Path
@@ -60,3 +61,23 @@ def test_congested_lane_raises_and_clears_once(tmp_path: Path, mosquitto, influx
     ns = [int(r["time"]) for r in rows]
     assert ns == [int(raise_at.timestamp()) * 10**9, int(clear_at.timestamp()) * 10**9]
     assert all(json.dumps(r["text"]) for r in rows)
+
+
+def test_alert_state_is_republished_within_half_its_validity(tmp_path: Path, mosquitto, influxd) -> None:
+    import time
+
+    cfg = server_config(tmp_path, mosquitto.port, influxd.url, alerts={"silence_wall_clock": False, "valid_s": 2})
+    watch = Listener(mosquitto.port, f"gatewatch/v1/{GATE}/l2/alert", "stale-watch")
+    with running(cfg) as server:
+        assert server.subscriber.connected.wait(10)
+        pub = Publisher(mosquitto.port)
+        pub.send_message(counts_message("u1", "l2", 0))
+        pub.close()
+        wait_until(lambda: bool(watch.snapshot()), 10, "the first alert state")
+        time.sleep(3.2)  # no traffic at all
+    states = [AlertMessage.model_validate_json(p) for _, p, _ in watch.snapshot()]
+    watch.close()
+    assert len(states) >= 3  # first publish + republished every valid_s/2 = 1 s
+    stamps = [s.at for s in states]
+    assert all((b - a).total_seconds() <= 1.5 for a, b in itertools.pairwise(stamps))
+    assert all(s.valid_s == 2 and s.level == AlertLevel.GREEN for s in states)

@@ -66,7 +66,10 @@ def test_database_down_30s_mid_stream(tmp_path: Path, mosquitto, influxd) -> Non
 def test_server_sigkilled_mid_stream_loses_nothing(tmp_path: Path, mosquitto, influxd) -> None:
     messages = [counts_message("u1", lane, i) for i in range(150) for lane in ("l1", "l2")]
     want = expected_counts(messages)
-    config = write_config(tmp_path, mosquitto.port, influxd.url)
+    # a long flush interval keeps received messages unacknowledged in the server when it dies: only
+    # acknowledging after the write (manual acks) makes the broker deliver them again
+    config = write_config(tmp_path, mosquitto.port, influxd.url, influx={"api": "v1", "url": influxd.url,
+                                                                          "flush_interval_s": 3.0})
     server = ServerProcess(config, tmp_path / "server.log")
     server.start()
     try:
@@ -76,8 +79,10 @@ def test_server_sigkilled_mid_stream_loses_nothing(tmp_path: Path, mosquitto, in
             pub.send_message(m)
         pub.flush()
         wait_until(lambda: len(influx_counts_safe(influxd)) > 0, 30, "first records stored")
-        for m in messages[100:200]:  # in flight while the server dies
+        for m in messages[100:200]:  # received by the server, not yet stored, when it dies
             pub.send_message(m)
+        pub.flush()
+        time.sleep(0.5)
         server.kill()
         for m in messages[200:]:  # published while it is down: queued in its session by the broker
             pub.send_message(m)
