@@ -110,9 +110,17 @@ def test_wrong_password_is_one_clear_error_retried_with_backoff_and_records_kept
             pipeline.stop()
             worker.join(20)
         assert not worker.is_alive()
+
+        # The operator fixes the password: the kept records go out on the next start.
+        monkeypatch.setenv("GATEWATCH_MQTT_PASSWORD", "right-password")
         box = Outbox(cfg.outbox.path, cfg.outbox.max_bytes)
         assert len(box) == len(records)
-        box.close()
+        fixed = EdgeRuntime(cfg, box)
+        fixed.run(FakePipeline([]))
+        assert fixed.publisher.connects == 1 and fixed.publisher.acked == len(records)
+        check = Outbox(cfg.outbox.path, cfg.outbox.max_bytes)
+        assert len(check) == 0
+        check.close()
     finally:
         broker.stop()
 
