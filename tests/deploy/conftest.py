@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
 
 import pytest
 
@@ -18,7 +22,9 @@ from gatewatch.provision import (
     provision_unit,
     unit_username,
 )
+from tests.deploy.dataset import Dataset, make_dataset, write_dataset
 from tests.deploy.mqtt_probe import SHIPPED_CONF, Probe, env_value, render_broker_conf
+from tests.fixtures.influx import Influx1, start_influxd
 from tests.fixtures.procs import Service, free_port, require_binary
 
 UNITS = [("huu-nghi", "cam1"), ("huu-nghi", "cam2"), ("tan-thanh", "cam1")]
@@ -78,3 +84,40 @@ def secure_broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SecureBr
         yield SecureBroker(state, unit_port, server_port, svc)
     finally:
         svc.stop()
+
+
+IQL = Path(__file__).resolve().parents[2] / "deploy" / "influxdb" / "gatewatch.iql"
+APPLY = IQL.with_name("apply_iql.py")
+
+
+def apply_iql(url: str, *extra: str) -> subprocess.CompletedProcess[str]:
+    """The shipped setup script, run as an operator would (its own process, stdlib only)."""
+    return subprocess.run([sys.executable, str(APPLY), str(IQL), "--url", url, *extra],
+                          capture_output=True, text=True, timeout=120, check=False)
+
+
+@dataclass
+class GateDb:
+    db: Influx1
+    data: Dataset
+
+
+@pytest.fixture(scope="session")
+def gate_db(tmp_path_factory: pytest.TempPathFactory) -> Iterator[GateDb]:
+    """influxd with the shipped setup applied, the dataset written by the server's sink, and the
+    continuous queries run once over it (the backfill path; the fixture's influxd runs no CQs)."""
+    db = start_influxd(tmp_path_factory.mktemp("gate-db"))
+    try:
+        setup = apply_iql(db.url)
+        assert setup.returncode == 0, setup.stderr
+        data = make_dataset()
+        write_dataset(db.url, data)
+        fill = apply_iql(db.url, "--backfill-from", _rfc3339(data.start), "--backfill-to", _rfc3339(data.end))
+        assert fill.returncode == 0, fill.stderr
+        yield GateDb(db, data)
+    finally:
+        db.stop()
+
+
+def _rfc3339(t: datetime) -> str:
+    return t.strftime("%Y-%m-%dT%H:%M:%SZ")

@@ -1,0 +1,124 @@
+"""A small, varied, deterministic gate dataset written the way the server writes it.
+
+Messages are built from the wire models, turned into points by server/schema.py and written by
+the server's real InfluxDB v1 sink, so the database holds exactly what production would. Tests
+compute what each query should return from these same Python objects, independently of InfluxDB.
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+
+from server.config import InfluxConfig
+from server.schema import alert_point, counts_points, health_points, lines, status_points
+from server.sinks import InfluxV1Sink
+from wire.payloads import (
+    AlertLevel,
+    CameraState,
+    CountsMessage,
+    HealthMessage,
+    QueueStats,
+    StatusMessage,
+    UnitState,
+    VehicleClass,
+)
+
+LANES = {("huu-nghi", "cam1"): ["lane1", "lane2"], ("tan-thanh", "cam1"): ["lane1"]}
+WINDOW_S = 60.0
+HOURS = 2
+
+
+@dataclass
+class Alert:
+    gate: str
+    lane: str
+    rule: str
+    at: datetime
+    level: AlertLevel
+    active: bool
+    text: str
+
+
+@dataclass
+class Dataset:
+    start: datetime
+    counts: list[CountsMessage] = field(default_factory=list)
+    health: list[HealthMessage] = field(default_factory=list)
+    status: list[StatusMessage] = field(default_factory=list)
+    alerts: list[Alert] = field(default_factory=list)
+
+    @property
+    def end(self) -> datetime:
+        return self.start + timedelta(hours=HOURS)
+
+
+def make_dataset(now: datetime | None = None, seed: int = 7) -> Dataset:
+    """Two whole hours ending at least an hour before `now` (inside the 90-day raw policy)."""
+    now = now or datetime.now(UTC)
+    start = now.replace(minute=0, second=0, microsecond=0) - timedelta(hours=HOURS + 1)
+    rnd = random.Random(seed)
+    ds = Dataset(start)
+    seq = 0
+    for (gate, unit), lanes in LANES.items():
+        ds.status.append(StatusMessage(gate=gate, unit=unit, seq=seq, state=UnitState.ONLINE,
+                                       at=start, version="0.1.0", config_hash="abc"))
+        for i in range(int(HOURS * 3600 / WINDOW_S)):
+            t = start + timedelta(seconds=i * WINDOW_S)
+            for lane in lanes:
+                seq += 1
+                counts = {
+                    VehicleClass.TRUCK: {"in": rnd.randint(0, 6), "out": rnd.randint(0, 3)},
+                    VehicleClass.CAR: {"in": rnd.randint(0, 9)},
+                }
+                if rnd.random() < 0.3:
+                    counts[VehicleClass.BUS] = {"out": rnd.randint(1, 2)}
+                waits = rnd.randint(0, 5)
+                queue = QueueStats(
+                    length_max=rnd.randint(0, 20), length_mean=round(rnd.uniform(0, 10), 2),
+                    stationary_max=rnd.randint(0, 8), waits_n=waits,
+                    wait_p50_s=round(rnd.uniform(10, 300), 1) if waits else None,
+                    wait_p90_s=round(rnd.uniform(300, 900), 1) if waits else None,
+                    wait_max_s=round(rnd.uniform(900, 1800), 1) if waits else None,
+                    clearance_per_min=round(rnd.uniform(0.5, 6), 2),
+                    expected_wait_s=round(rnd.uniform(30, 2400), 1),
+                )
+                ds.counts.append(CountsMessage(
+                    gate=gate, unit=unit, lane=lane, seq=seq, window_start=t, window_s=WINDOW_S,
+                    counts=counts, queue=queue, frames=rnd.randint(200, 300),
+                    camera_up=rnd.choice([1.0, 1.0, 1.0, 0.5]),
+                ))
+            if i % 5 == 0:
+                seq += 1
+                ds.health.append(HealthMessage(
+                    gate=gate, unit=unit, seq=seq, at=t + timedelta(seconds=30), interval_s=300.0,
+                    fps=round(rnd.uniform(5, 12), 2), inference_ms=round(rnd.uniform(60, 140), 1),
+                    camera=CameraState.UP, outbox_depth=rnd.randint(0, 50), dropped_records=0,
+                    cpu_temp_c=round(rnd.uniform(45, 80), 1), mem_mb=round(rnd.uniform(300, 600), 1),
+                    uptime_s=float(i * WINDOW_S),
+                ))
+    ds.status.append(StatusMessage(gate="tan-thanh", unit="cam1", seq=seq + 1, state=UnitState.OFFLINE,
+                                   at=start + timedelta(minutes=100), version="0.1.0", config_hash="abc"))
+    raised = start + timedelta(minutes=20)
+    ds.alerts += [
+        Alert("huu-nghi", "lane1", "congested", raised, AlertLevel.ORANGE, True, "queue 14 >= 8 for 60 s"),
+        Alert("huu-nghi", "lane1", "congested", raised + timedelta(minutes=25), AlertLevel.GREEN, False, "cleared"),
+        Alert("tan-thanh", "lane1", "stalled", raised + timedelta(minutes=70), AlertLevel.RED, True, "no crossings"),
+    ]
+    return ds
+
+
+def write_dataset(url: str, ds: Dataset) -> None:
+    """Through server.schema and the server's own v1 sink, as `gatewatch server` writes."""
+    sink = InfluxV1Sink(InfluxConfig(url=url, database="gatewatch", create_database=False))
+    points = [p for m in ds.counts for p in counts_points(m)]
+    points += [p for m in ds.health for p in health_points(m)]
+    points += [p for m in ds.status for p in status_points(m)]
+    points += [alert_point(a.gate, a.lane, a.rule, a.at, a.level, a.active, None, a.text) for a in ds.alerts]
+    try:
+        batch = lines(points)
+        for i in range(0, len(batch), 2000):
+            sink.write(batch[i:i + 2000])
+    finally:
+        sink.close()
