@@ -148,6 +148,27 @@ class AlertEngine:
 
     # -- input ---------------------------------------------------------------------------------
 
+    def restore(self, message: AlertMessage) -> bool:
+        """Seed a lane from its retained state after a restart, so a congested lane stays raised
+        (and clears by its hysteresis) instead of flashing green until the rule fires again.
+
+        Only a lane the engine has not seen yet is restored: live records always win.
+        """
+        key = (message.gate, message.lane)
+        if key in self._lanes:
+            return False
+        ln = self._lane(message.gate, message.lane)
+        self.changed.discard(key)  # the broker already holds exactly this state
+        ln.wait_s = message.expected_wait_s
+        for a in message.active:
+            if a.rule == GATE_LEVEL:
+                g = self._gates.setdefault(message.gate, _Gate())
+                if a.level.rank > g.level.rank:
+                    g.level, g.since = a.level, a.since
+            else:
+                ln.active[a.rule] = a
+        return True
+
     def on_message(self, message: UnitMessage) -> list[AlertEvent]:
         if isinstance(message, CountsMessage):
             events = self._on_record(message.unit, message.record())
@@ -225,6 +246,8 @@ class AlertEngine:
         if u.silent and (u.health_at is None or end > u.health_at):
             u.silent = False  # it talks again
             events += self._update_unit_offline(r.gate, unit, u, end)
+        elif UNIT_OFFLINE in ln.active and not u.status_offline and not u.silent:
+            events += self._clear(ln, UNIT_OFFLINE, end, f"unit {unit} sends records")  # restored, now stale
         events += self._congested(ln, start, end)
         events += self._stalled(ln, r, start, end)
         events += self._camera_record(ln, r, end)

@@ -31,7 +31,15 @@ from server.subscriber import Received, Subscriber
 from server.validation import Clock, UnitMessage, Validator, utc_now
 from server.writer import DurableWriter
 from wire.errors import WireError
-from wire.payloads import CountsMessage, DeadLetter, EventMessage, HealthMessage, encode
+from wire.payloads import (
+    AlertMessage,
+    CountsMessage,
+    DeadLetter,
+    EventMessage,
+    HealthMessage,
+    decode_message,
+    encode,
+)
 from wire.topics import DEAD_LETTER, PREFIX, SERVER_HEALTH, Topic, TopicKind
 
 log = logging.getLogger(__name__)
@@ -161,6 +169,8 @@ class Server:
         self._batch.messages += 1
         self._batch.acks.append(item)
         if is_own_output(item.topic):
+            if item.retain and item.topic.endswith("/alert"):
+                self._restore_alert(item)
             return
         self.health.on_received()
         try:
@@ -181,6 +191,16 @@ class Server:
             return
         self._batch.accepted += 1
         self.health.on_unit(message.gate, message.unit)
+
+    def _restore_alert(self, item: Received) -> None:
+        """Our own retained alert state, delivered on (re)subscribe: the memory of a previous run."""
+        try:
+            message = decode_message(item.topic, item.payload)
+        except WireError as exc:
+            log.warning("ignoring unreadable retained alert on %s: %s", item.topic, exc)
+            return
+        if isinstance(message, AlertMessage) and self.alerts.restore(message):
+            log.info("restored alert state of %s/%s: %s", message.gate, message.lane, message.level.value)
 
     def _reject(self, item: Received, reason: str, detail: str) -> None:
         self.health.on_rejected(reason)

@@ -160,3 +160,20 @@ def test_replay_is_deterministic() -> None:
         runs.append([(i, ev) for i, ev in feed(e, queues)])
     assert runs[0] == runs[1]
     assert len(runs[0]) >= 4
+
+
+def test_restored_state_keeps_a_congested_lane_raised_until_its_hysteresis_clears() -> None:
+    e = engine()
+    feed(e, [9, 9, 9, 9])
+    retained = e.state(GATE, "l1", BASE + timedelta(seconds=40))
+    assert CONGESTED in {a.rule for a in retained.active}
+
+    after_restart = engine()
+    assert after_restart.restore(retained)
+    # the queue is still long-ish (>= clear_below): stays raised, nothing re-raised or cleared
+    assert [ev for _, ev in feed(after_restart, [6, 5], first=4)] == []
+    assert after_restart.state(GATE, "l1", BASE).level == AlertLevel.ORANGE
+    cleared = [(i, ev.active) for i, ev in feed(after_restart, [2, 2, 2], first=6) if ev.rule == CONGESTED]
+    assert cleared == [(8, False)]
+    # live state wins over a late retained copy
+    assert not after_restart.restore(retained)

@@ -81,3 +81,27 @@ def test_alert_state_is_republished_within_half_its_validity(tmp_path: Path, mos
     stamps = [s.at for s in states]
     assert all((b - a).total_seconds() <= 1.5 for a, b in itertools.pairwise(stamps))
     assert all(s.valid_s == 2 and s.level == AlertLevel.GREEN for s in states)
+
+
+def test_a_restarted_server_keeps_a_raised_alert_instead_of_flashing_green(tmp_path: Path, mosquitto, influxd) -> None:
+    cfg = server_config(tmp_path, mosquitto.port, influxd.url, alerts={
+        "silence_wall_clock": False, "rules": {"congested": {"raise_at": 8, "raise_for_s": 20, "clear_below": 4,
+                                                             "clear_for_s": 20}}})
+    first = [counts_message("u1", "l3", i, queue=10, crossings=2) for i in range(3)]
+    later = [counts_message("u1", "l3", i, queue=6, crossings=2) for i in range(3, 6)]
+    watch = Listener(mosquitto.port, f"gatewatch/v1/{GATE}/l3/alert", "restart-watch")
+    for batch in (first, later):  # one server run per batch
+        with running(cfg) as server:
+            assert server.subscriber.connected.wait(10)
+            pub = Publisher(mosquitto.port)
+            for m in batch:
+                pub.send_message(m)
+            pub.close()
+            wait_until(lambda s=server, n=len(batch): s.health.stored >= n, 30, "records stored")
+    states = [AlertMessage.model_validate_json(p) for _, p, _ in watch.snapshot()]
+    watch.close()
+    congested = [any(a.rule == "congested" for a in s.active) for s in states]
+    assert congested.index(True) >= 0
+    assert all(congested[congested.index(True):]), f"the restart dropped the alert: {congested}"
+    rows = influxd.rows("SELECT * FROM alerts WHERE rule = 'congested'")
+    assert [r["active"] for r in rows] == [True]
