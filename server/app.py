@@ -93,6 +93,7 @@ class Server:
         self.alerts = AlertEngine(config.alerts)
         self._stop = threading.Event()
         self._batch = _Batch()
+        self._next_health = self._next_republish = self._next_silence = 0.0
 
     # -- lifecycle -----------------------------------------------------------------------------
 
@@ -108,29 +109,36 @@ class Server:
         self.writer.start()
         self.subscriber.start()
         now = time.monotonic()
-        next_health = now + self.config.health.interval_s
-        next_republish = now + self.config.alerts.valid_s / 2
-        next_silence = now + SILENCE_CHECK_S
+        self._next_health = now + self.config.health.interval_s
+        self._next_republish = now + self.config.alerts.valid_s / 2
+        self._next_silence = now + SILENCE_CHECK_S
         try:
             while not self._stop.is_set():
-                self._pump(0.05)
-                now = time.monotonic()
-                if (self._batch.messages or self._batch.lines) and (
-                    self._batch.messages >= self.config.influx.batch_size
-                    or now - self._batch.started >= self.config.influx.flush_interval_s
-                ):
-                    self._flush()
-                if self.config.alerts.silence_wall_clock and now >= next_silence:
-                    next_silence = now + SILENCE_CHECK_S
-                    self._on_events(self.alerts.check_silence(self.clock()))
-                if now >= next_republish:
-                    next_republish = now + self.config.alerts.valid_s / 2
-                    self._publish_alerts(all_lanes=True)
-                if now >= next_health:
-                    next_health = now + self.config.health.interval_s
-                    self._health_tick()
+                try:
+                    self._step()
+                except Exception:  # the process boundary: log, breathe, carry on with the stream
+                    log.exception("unexpected error in the processing loop; continuing")
+                    self._stop.wait(1.0)
         finally:
             self._shutdown()
+
+    def _step(self) -> None:
+        self._pump(0.05)
+        now = time.monotonic()
+        if (self._batch.messages or self._batch.lines) and (
+            self._batch.messages >= self.config.influx.batch_size
+            or now - self._batch.started >= self.config.influx.flush_interval_s
+        ):
+            self._flush()
+        if self.config.alerts.silence_wall_clock and now >= self._next_silence:
+            self._next_silence = now + SILENCE_CHECK_S
+            self._on_events(self.alerts.check_silence(self.clock()))
+        if now >= self._next_republish:
+            self._next_republish = now + self.config.alerts.valid_s / 2
+            self._publish_alerts(all_lanes=True)
+        if now >= self._next_health:
+            self._next_health = now + self.config.health.interval_s
+            self._health_tick()
 
     def _shutdown(self) -> None:
         try:

@@ -19,8 +19,6 @@ from server import ServerError
 from wire.payloads import MAX_PAYLOAD_BYTES, AlertLevel
 from wire.topics import ALL_UNITS, ID_PATTERN
 
-Id = str
-
 
 class ConfigError(ServerError):
     """The config cannot be used; `errors` holds one "path: message" line per problem."""
@@ -45,33 +43,58 @@ def secret_from_env(var: str | None, what: str) -> str | None:
 
 
 class MqttConfig(_Strict):
-    host: str = Field("127.0.0.1", title="Broker host")
-    port: int = Field(1883, ge=1, le=65535, title="Broker port")
+    host: str = Field("127.0.0.1", title="Broker host", description="broker name or address")
+    port: int = Field(1883, ge=1, le=65535, title="Broker port", description="broker TCP port (8883 is usual with TLS)")
     client_id: str = Field(
-        "gatewatch-server", min_length=1, max_length=64, title="Client id",
+        "gatewatch-server",
+        min_length=1,
+        max_length=64,
+        title="Client id",
         description="fixed, so the broker keeps this server's persistent session across restarts",
     )
-    username: str | None = Field(None, title="Username")
+    username: str | None = Field(
+        None, title="Username", description="broker user; the password comes from password_env"
+    )
     password_env: str | None = Field(
-        None, title="Password env var", description="environment variable with the password",
+        None,
+        title="Password env var",
+        description="environment variable with the password",
     )
     tls_ca_file: Path | None = Field(None, title="CA file", description="enables TLS when set")
-    keepalive_s: int = Field(30, ge=5, le=3600, title="Keepalive (s)")
+    keepalive_s: int = Field(
+        30,
+        ge=5,
+        le=3600,
+        title="Keepalive (s)",
+        description="MQTT keepalive; a dead link is noticed after about 1.5x this",
+    )
     session_expiry_s: int = Field(
-        7 * 24 * 3600, ge=60, le=0xFFFFFFFF, title="Session expiry (s)",
+        7 * 24 * 3600,
+        ge=60,
+        le=0xFFFFFFFF,
+        title="Session expiry (s)",
         description="how long the broker queues QoS 1 messages for this server while it is down",
     )
     topic: str = Field(ALL_UNITS, title="Subscription", description="topic filter for unit messages")
     shared_group: str | None = Field(
-        None, pattern=ID_PATTERN, title="Shared subscription group",
+        None,
+        pattern=ID_PATTERN,
+        title="Shared subscription group",
         description="subscribe as $share/<group>/<topic> so several servers split the load (MQTT v5)",
     )
     receive_maximum: int = Field(
-        1000, ge=1, le=65535, title="Receive maximum",
+        1000,
+        ge=1,
+        le=65535,
+        title="Receive maximum",
         description="unacknowledged messages the broker may have in flight to us; bounds a batch",
     )
-    reconnect_min_s: float = Field(0.5, gt=0, le=60, title="Reconnect delay min (s)")
-    reconnect_max_s: float = Field(30.0, gt=0, le=600, title="Reconnect delay max (s)")
+    reconnect_min_s: float = Field(
+        0.5, gt=0, le=60, title="Reconnect delay min (s)", description="first reconnect delay; doubles per failure"
+    )
+    reconnect_max_s: float = Field(
+        30.0, gt=0, le=600, title="Reconnect delay max (s)", description="longest reconnect delay"
+    )
 
     @property
     def subscription(self) -> str:
@@ -85,54 +108,112 @@ class InfluxApi(StrEnum):
 
 class InfluxConfig(_Strict):
     api: InfluxApi = Field(
-        InfluxApi.V1, title="Write API",
+        InfluxApi.V1,
+        title="Write API",
         description="v1: /write of InfluxDB 1.6/1.7 (Debian); v2: InfluxDB 2.x/3.x, 1.8+ compat, VictoriaMetrics",
     )
-    url: str = Field("http://127.0.0.1:8086", pattern=r"^https?://", title="Database URL")
-    database: str = Field("gatewatch", min_length=1, title="Database (v1)")
-    retention_policy: str | None = Field(None, title="Retention policy (v1)")
+    url: str = Field(
+        "http://127.0.0.1:8086",
+        pattern=r"^https?://",
+        title="Database URL",
+        description="base URL of the database's HTTP API",
+    )
+    database: str = Field("gatewatch", min_length=1, title="Database (v1)", description="v1 database written to")
+    retention_policy: str | None = Field(
+        None, title="Retention policy (v1)", description="v1 retention policy; the database default when unset"
+    )
     create_database: bool = Field(
-        True, title="Create database (v1)", description="run CREATE DATABASE (idempotent) when first reached",
+        True,
+        title="Create database (v1)",
+        description="run CREATE DATABASE (idempotent) when first reached",
     )
-    username: str | None = Field(None, title="Username (v1)")
-    password_env: str | None = Field(None, title="Password env var (v1)")
-    org: str = Field("gatewatch", title="Organisation (v2)")
-    bucket: str = Field("gatewatch", title="Bucket (v2)")
+    username: str | None = Field(
+        None, title="Username (v1)", description="v1 user; the password comes from password_env"
+    )
+    password_env: str | None = Field(
+        None, title="Password env var (v1)", description="environment variable with the v1 password"
+    )
+    org: str = Field("gatewatch", title="Organisation (v2)", description="v2 organisation (ignored by VictoriaMetrics)")
+    bucket: str = Field("gatewatch", title="Bucket (v2)", description="v2 bucket written to")
     token_env: str | None = Field(
-        None, title="Token env var (v2)", description="environment variable with the API token",
+        None,
+        title="Token env var (v2)",
+        description="environment variable with the API token",
     )
-    timeout_s: float = Field(10.0, gt=0, le=300, title="Request timeout (s)")
+    timeout_s: float = Field(
+        10.0,
+        gt=0,
+        le=300,
+        title="Request timeout (s)",
+        description="per-request timeout; a slower database counts as down and batches spool",
+    )
     batch_size: int = Field(
-        500, ge=1, le=50_000, title="Batch size (messages)",
+        500,
+        ge=1,
+        le=50_000,
+        title="Batch size (messages)",
         description="messages written per request; keep below mqtt.receive_maximum so batches fill",
     )
     flush_interval_s: float = Field(
-        0.2, gt=0, le=60, title="Flush interval (s)",
+        0.2,
+        gt=0,
+        le=60,
+        title="Flush interval (s)",
         description="longest a message waits for its batch to fill; adds to end-to-end latency",
     )
 
 
 class SpoolConfig(_Strict):
-    path: Path = Field(Path("/var/lib/gatewatch/server-spool.sqlite3"), title="Spool file")
-    replay_batch: int = Field(5000, ge=1, le=100_000, title="Replay batch (points)")
-    retry_min_s: float = Field(0.5, gt=0, le=60, title="Retry delay min (s)")
-    retry_max_s: float = Field(10.0, gt=0, le=600, title="Retry delay max (s)")
+    path: Path = Field(
+        Path("/var/lib/gatewatch/server-spool.sqlite3"),
+        title="Spool file",
+        description="SQLite file that holds batches while the database is down",
+    )
+    replay_batch: int = Field(
+        5000, ge=1, le=100_000, title="Replay batch (points)", description="points per write when replaying the spool"
+    )
+    retry_min_s: float = Field(
+        0.5,
+        gt=0,
+        le=60,
+        title="Retry delay min (s)",
+        description="first delay before retrying a down database; doubles per failure",
+    )
+    retry_max_s: float = Field(
+        10.0, gt=0, le=600, title="Retry delay max (s)", description="longest delay between retries"
+    )
 
 
 class ValidationConfig(_Strict):
     accept_unknown: bool = Field(
-        False, title="Accept unknown units", description="accept gates and units not listed under `gates`",
+        False,
+        title="Accept unknown units",
+        description="accept gates and units not listed under `gates`",
     )
     gates: dict[str, list[str]] = Field(
-        default_factory=dict, title="Known units", description="gate id -> unit ids allowed to publish",
+        default_factory=dict,
+        title="Known units",
+        description="gate id -> unit ids allowed to publish",
     )
     max_future_s: float = Field(
-        120.0, ge=0, le=86_400, title="Clock skew bound (s)",
+        120.0,
+        ge=0,
+        le=86_400,
+        title="Clock skew bound (s)",
         description="reject windows or stamps further than this ahead of the server clock",
     )
-    max_payload_bytes: int = Field(MAX_PAYLOAD_BYTES, ge=256, le=MAX_PAYLOAD_BYTES, title="Max payload (bytes)")
+    max_payload_bytes: int = Field(
+        MAX_PAYLOAD_BYTES,
+        ge=256,
+        le=MAX_PAYLOAD_BYTES,
+        title="Max payload (bytes)",
+        description="larger payloads are rejected unread",
+    )
     max_vehicles_per_window: int = Field(
-        5000, ge=1, le=1_000_000, title="Max vehicles per window",
+        5000,
+        ge=1,
+        le=1_000_000,
+        title="Max vehicles per window",
         description="a lane cannot plausibly count more crossings than this in one window",
     )
 
@@ -150,52 +231,103 @@ class ValidationConfig(_Strict):
 
 
 class CongestedRule(_Strict):
-    enabled: bool = True
+    enabled: bool = Field(True, title="Enabled", description="raise congested alerts in this scope")
     metric: Literal["length_max", "length_mean", "stationary_max"] = Field(
-        "length_max", title="Queue metric", description="which QueueStats value is the queue length",
+        "length_max",
+        title="Queue metric",
+        description="which QueueStats value is the queue length",
     )
     raise_at: float = Field(8, ge=0, title="Raise at (vehicles)", description="queue >= this ...")
-    raise_for_s: float = Field(60, ge=0, title="... for at least (s)")
+    raise_for_s: float = Field(
+        60, ge=0, title="... for at least (s)", description="how long the queue must stay at or above raise_at"
+    )
     clear_below: float = Field(4, ge=0, title="Clear below (vehicles)", description="queue < this ...")
-    clear_for_s: float = Field(60, ge=0, title="... for at least (s)")
-    level: AlertLevel = Field(AlertLevel.ORANGE, title="Level while active")
+    clear_for_s: float = Field(
+        60, ge=0, title="... for at least (s)", description="how long the queue must stay below clear_below"
+    )
+    level: AlertLevel = Field(
+        AlertLevel.ORANGE, title="Level while active", description="colour the lane shows while congested"
+    )
 
 
 class StalledRule(_Strict):
-    enabled: bool = True
+    enabled: bool = Field(True, title="Enabled", description="raise stalled alerts in this scope")
     min_queue: float = Field(1, ge=0, title="Queued vehicles", description="stationary_max >= this counts as queued")
-    for_s: float = Field(300, ge=0, title="No crossings for (s)")
-    level: AlertLevel = Field(AlertLevel.RED, title="Level while active")
+    for_s: float = Field(
+        300, ge=0, title="No crossings for (s)", description="how long vehicles wait with no crossing at all"
+    )
+    level: AlertLevel = Field(
+        AlertLevel.RED, title="Level while active", description="colour the lane shows while stalled"
+    )
 
 
 class UnitOfflineRule(_Strict):
-    enabled: bool = True
-    missed_health: float = Field(3, gt=0, title="Missed health intervals")
-    level: AlertLevel = Field(AlertLevel.YELLOW, title="Level while active")
+    enabled: bool = Field(True, title="Enabled", description="raise unit_offline alerts in this scope")
+    missed_health: float = Field(
+        3,
+        gt=0,
+        title="Missed health intervals",
+        description="health intervals without a health message before the unit counts as offline",
+    )
+    level: AlertLevel = Field(
+        AlertLevel.YELLOW, title="Level while active", description="colour the unit's lanes show while it is offline"
+    )
 
 
 class CameraDownRule(_Strict):
-    enabled: bool = True
-    min_camera_up: float = Field(0.5, ge=0, le=1, title="Min camera uptime share per window")
-    level: AlertLevel = Field(AlertLevel.YELLOW, title="Level while active")
+    enabled: bool = Field(True, title="Enabled", description="raise camera_down alerts in this scope")
+    min_camera_up: float = Field(
+        0.5,
+        ge=0,
+        le=1,
+        title="Min camera uptime share per window",
+        description="a window where the camera delivered frames for less than this share is 'down'",
+    )
+    level: AlertLevel = Field(
+        AlertLevel.YELLOW, title="Level while active", description="colour the lane shows while its camera is down"
+    )
 
 
 class LoopMismatchRule(_Strict):
-    enabled: bool = True
+    enabled: bool = Field(True, title="Enabled", description="raise loop_mismatch alerts in this scope")
     max_share: float = Field(0.2, ge=0, le=1, title="Max disagreement share", description="|loop-camera|/max")
     over_windows: int = Field(6, ge=1, le=1000, title="Windows summed", description="smooths per-window noise")
     min_vehicles: int = Field(10, ge=1, title="Min vehicles", description="judge only once this many passed")
-    level: AlertLevel = Field(AlertLevel.YELLOW, title="Level while active")
+    level: AlertLevel = Field(
+        AlertLevel.YELLOW,
+        title="Level while active",
+        description="colour the lane shows while camera and loop disagree",
+    )
 
 
 class LaneRules(_Strict):
     """Rules of one lane; in an override only the keys written replace the defaults."""
 
-    congested: CongestedRule = Field(default_factory=CongestedRule)
-    stalled: StalledRule = Field(default_factory=StalledRule)
-    unit_offline: UnitOfflineRule = Field(default_factory=UnitOfflineRule)
-    camera_down: CameraDownRule = Field(default_factory=CameraDownRule)
-    loop_mismatch: LoopMismatchRule = Field(default_factory=LoopMismatchRule)
+    congested: CongestedRule = Field(
+        default_factory=CongestedRule,
+        title="Lane congested",
+        description="long queue, with hysteresis",
+    )
+    stalled: StalledRule = Field(
+        default_factory=StalledRule,
+        title="Lane stalled",
+        description="vehicles queued but nobody crosses",
+    )
+    unit_offline: UnitOfflineRule = Field(
+        default_factory=UnitOfflineRule,
+        title="Unit offline",
+        description="status offline (LWT) or health silent",
+    )
+    camera_down: CameraDownRule = Field(
+        default_factory=CameraDownRule,
+        title="Camera down",
+        description="from window uptime or unit health",
+    )
+    loop_mismatch: LoopMismatchRule = Field(
+        default_factory=LoopMismatchRule,
+        title="Camera vs loop sensor",
+        description="the lane's loop sensor and the camera disagree on the count",
+    )
 
     def merged(self, override: LaneRules) -> LaneRules:
         """Apply only the fields an override actually set, rule by rule."""
@@ -210,14 +342,15 @@ class LaneRules(_Strict):
 class GateLevelConfig(_Strict):
     """Thresholds of the gate's colour (green, yellow, orange, red) on the single-window scale."""
 
-    enabled: bool = True
+    enabled: bool = Field(True, title="Enabled", description="compute and publish the gate colour")
     metric: Literal["queue_total", "expected_wait_max_s"] = Field(
-        "queue_total", title="Gate metric",
+        "queue_total",
+        title="Gate metric",
         description="sum of lane queues, or the longest expected wait of any lane (s)",
     )
-    yellow: float = Field(10, ge=0, title="Yellow at")
-    orange: float = Field(25, ge=0, title="Orange at")
-    red: float = Field(50, ge=0, title="Red at")
+    yellow: float = Field(10, ge=0, title="Yellow at", description="metric value at which the gate turns yellow")
+    orange: float = Field(25, ge=0, title="Orange at", description="metric value at which the gate turns orange")
+    red: float = Field(50, ge=0, title="Red at", description="metric value at which the gate turns red")
 
     @model_validator(mode="after")
     def _ordered(self) -> GateLevelConfig:
@@ -227,21 +360,47 @@ class GateLevelConfig(_Strict):
 
 
 class GateAlerts(_Strict):
-    rules: LaneRules = Field(default_factory=LaneRules, title="Overrides for every lane of this gate")
-    lanes: dict[str, LaneRules] = Field(default_factory=dict, title="Overrides per lane id")
-    level: GateLevelConfig | None = Field(None, title="Gate colour thresholds (default: alerts.level)")
+    rules: LaneRules = Field(
+        default_factory=LaneRules,
+        title="Overrides for every lane of this gate",
+        description="only the keys written replace alerts.rules",
+    )
+    lanes: dict[str, LaneRules] = Field(
+        default_factory=dict,
+        title="Overrides per lane id",
+        description="lane id -> rule overrides on top of this gate's rules",
+    )
+    level: GateLevelConfig | None = Field(
+        None,
+        title="Gate colour thresholds (default: alerts.level)",
+        description="this gate's colour thresholds; alerts.level when unset",
+    )
 
 
 class AlertsConfig(_Strict):
     valid_s: float = Field(
-        60, gt=0, le=86_400, title="Alert validity (s)",
+        60,
+        gt=0,
+        le=86_400,
+        title="Alert validity (s)",
         description="a lane light goes 'unknown' after this; the state is republished every valid_s/2",
     )
-    rules: LaneRules = Field(default_factory=LaneRules, title="Default rules for every lane")
-    level: GateLevelConfig = Field(default_factory=GateLevelConfig, title="Default gate colour thresholds")
-    gates: dict[str, GateAlerts] = Field(default_factory=dict, title="Overrides per gate")
+    rules: LaneRules = Field(
+        default_factory=LaneRules,
+        title="Default rules for every lane",
+        description="rules of every lane unless a gate or lane overrides them",
+    )
+    level: GateLevelConfig = Field(
+        default_factory=GateLevelConfig,
+        title="Default gate colour thresholds",
+        description="colour thresholds of every gate unless it sets its own",
+    )
+    gates: dict[str, GateAlerts] = Field(
+        default_factory=dict, title="Overrides per gate", description="gate id -> overrides"
+    )
     silence_wall_clock: bool = Field(
-        True, title="Detect silent units by wall clock",
+        True,
+        title="Detect silent units by wall clock",
         description="also advance the offline check with the server clock; off for deterministic replays",
     )
 
@@ -272,18 +431,26 @@ class AlertsConfig(_Strict):
 
 
 class HealthConfig(_Strict):
-    interval_s: float = Field(10, gt=0, le=3600, title="Health interval (s)")
+    interval_s: float = Field(
+        10, gt=0, le=3600, title="Health interval (s)", description="how often server health is published and written"
+    )
 
 
 class ServerConfig(_Strict):
     server_id: str = Field("server", pattern=ID_PATTERN, title="Server id", description="tag of server_health points")
-    mqtt: MqttConfig = Field(default_factory=MqttConfig)
-    influx: InfluxConfig = Field(default_factory=InfluxConfig)
-    spool: SpoolConfig = Field(default_factory=SpoolConfig)
-    validation: ValidationConfig = Field(default_factory=lambda: ValidationConfig(accept_unknown=True))
-    alerts: AlertsConfig = Field(default_factory=AlertsConfig)
-    health: HealthConfig = Field(default_factory=HealthConfig)
-    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field("INFO", title="Log level")
+    mqtt: MqttConfig = Field(default_factory=MqttConfig, title="MQTT", description="the broker and our session")
+    influx: InfluxConfig = Field(default_factory=InfluxConfig, title="InfluxDB", description="where points go")
+    spool: SpoolConfig = Field(default_factory=SpoolConfig, title="Spool", description="disk buffer for outages")
+    validation: ValidationConfig = Field(
+        title="Validation",
+        description="known gates and units, clock skew; required so that accepting "
+        "any unit is a decision, not a default",
+    )
+    alerts: AlertsConfig = Field(default_factory=AlertsConfig, title="Alerts", description="rules and thresholds")
+    health: HealthConfig = Field(default_factory=HealthConfig, title="Health", description="server health output")
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field(
+        "INFO", title="Log level", description="log verbosity; secrets are never logged at any level"
+    )
 
 
 def format_errors(exc: ValidationError) -> list[str]:
