@@ -28,6 +28,8 @@ from wire.payloads import (
 LANES = {("huu-nghi", "cam1"): ["lane1", "lane2"], ("tan-thanh", "cam1"): ["lane1"]}
 WINDOW_S = 60.0
 HOURS = 2
+#: the window index (minute) from which the alert scenarios start
+LATE = 110
 
 
 @dataclass
@@ -82,19 +84,23 @@ def make_dataset(now: datetime | None = None, seed: int = 7) -> Dataset:
                     wait_p90_s=round(rnd.uniform(300, 900), 1) if waits else None,
                     wait_max_s=round(rnd.uniform(900, 1800), 1) if waits else None,
                     clearance_per_min=round(rnd.uniform(0.5, 6), 2),
-                    expected_wait_s=round(rnd.uniform(30, 2400), 1),
+                    # the last 10 minutes of tan-thanh's lane: over the one-hour alert threshold
+                    expected_wait_s=4000.0 if gate == "tan-thanh" and i >= LATE else round(rnd.uniform(30, 2400), 1),
                 )
                 ds.counts.append(CountsMessage(
                     gate=gate, unit=unit, lane=lane, seq=seq, window_start=t, window_s=WINDOW_S,
                     counts=counts, queue=queue, frames=rnd.randint(200, 300),
                     camera_up=rnd.choice([1.0, 1.0, 1.0, 0.5]),
                 ))
-            if i % 5 == 0:
+            # tan-thanh's unit goes silent after minute 100 (it published `offline` then)
+            if i % 5 == 0 and not (gate == "tan-thanh" and i >= 100):
                 seq += 1
                 ds.health.append(HealthMessage(
                     gate=gate, unit=unit, seq=seq, at=t + timedelta(seconds=30), interval_s=300.0,
                     fps=round(rnd.uniform(5, 12), 2), inference_ms=round(rnd.uniform(60, 140), 1),
                     camera=CameraState.UP, outbox_depth=rnd.randint(0, 50), dropped_records=0,
+                    # huu-nghi's outbox holds old records in the last 10 minutes
+                    outbox_oldest_s=900.0 if gate == "huu-nghi" and i >= LATE else None,
                     cpu_temp_c=round(rnd.uniform(45, 80), 1), mem_mb=round(rnd.uniform(300, 600), 1),
                     uptime_s=float(i * WINDOW_S),
                 ))
