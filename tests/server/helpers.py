@@ -10,7 +10,8 @@ import sys
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, cast
@@ -256,3 +257,22 @@ def wait_server_subscribed(port: int, timeout: float = 30) -> None:
                    "the server to connect and subscribe")
     finally:
         watch.close()
+
+
+@contextmanager
+def server_process(tmp: Path, mqtt_port: int, db_url: str, **over: Any) -> Iterator[ServerProcess]:
+    """`gatewatch server` as a subprocess against the given broker and database, subscribed on entry.
+
+    On exit it is stopped with SIGTERM and must exit 0 without a traceback. For end-to-end tests
+    (e.g. a real clip through the edge pipeline): publish, then read back with `influx_counts`.
+    """
+    tmp.mkdir(parents=True, exist_ok=True)
+    proc = ServerProcess(write_config(tmp, mqtt_port, db_url, **over), tmp / "server.log")
+    proc.start()
+    try:
+        wait_server_subscribed(mqtt_port)
+        yield proc
+    finally:
+        code = proc.stop() if proc.alive() else None
+    assert code in (0, None), proc.output()[-2000:]
+    assert "Traceback" not in proc.output(), proc.output()[-2000:]

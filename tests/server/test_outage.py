@@ -103,3 +103,25 @@ def influx_counts_safe(db):
         return influx_counts(db)
     except RuntimeError:  # "database not found" until the server's first write
         return {}
+
+
+def test_v2_database_outage_spools_and_replays(tmp_path: Path, mosquitto, victoria) -> None:
+    from tests.server.helpers import server_process, victoria_counts
+
+    first = [counts_message("u1", "l1", i) for i in range(20)]
+    during = [counts_message("u1", "l1", i) for i in range(20, 60)]
+    with server_process(tmp_path / "srv", mosquitto.port, victoria.url, influx={"api": "v2", "url": victoria.url}) \
+            as server:
+        pub = Publisher(mosquitto.port, "edge-sim")
+        for m in first:
+            pub.send_message(m)
+        pub.flush()
+        wait_until(lambda: len(victoria_counts(victoria)) == len(expected_counts(first)), 30, "first records")
+        victoria.stop()
+        for m in during:
+            pub.send_message(m)
+        pub.close()
+        wait_until(lambda: "database unavailable, spooling" in server.output(), 30, "the server to spool")
+        victoria.start()
+        want = expected_counts(first + during)
+        wait_until(lambda: victoria_counts(victoria) == want, 60, "every record after the outage")
