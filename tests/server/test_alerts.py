@@ -5,6 +5,8 @@ from __future__ import annotations
 from datetime import timedelta
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from server.alerts import CAMERA_DOWN, CONGESTED, GATE_LEVEL, LOOP_MISMATCH, STALLED, UNIT_OFFLINE, AlertEngine
 from server.config import AlertsConfig
@@ -177,3 +179,16 @@ def test_restored_state_keeps_a_congested_lane_raised_until_its_hysteresis_clear
     assert cleared == [(8, False)]
     # live state wins over a late retained copy
     assert not after_restart.restore(retained)
+
+
+@settings(max_examples=200, deadline=None)
+@given(queues=st.lists(st.integers(min_value=0, max_value=15), min_size=1, max_size=80))
+def test_congested_alternates_and_only_fires_after_its_hold_time(queues: list[int]) -> None:
+    """For any queue sequence: raise/clear alternate, a raise follows 30 s >= 8, a clear 30 s < 4."""
+    e = engine(stalled={"enabled": False})
+    events = [(i, ev.active) for i, ev in feed(e, queues) if ev.rule == CONGESTED]
+    assert [a for _, a in events] == [k % 2 == 0 for k in range(len(events))]
+    for i, active in events:
+        window = queues[max(0, i - 2): i + 1]
+        assert len(window) == 3
+        assert all(q >= 8 for q in window) if active else all(q < 4 for q in window)
