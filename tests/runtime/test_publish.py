@@ -75,6 +75,7 @@ def test_last_will_marks_a_vanished_unit_offline(mosquitto: Broker, tmp_path: Pa
         assert states == [UnitState.ONLINE, UnitState.OFFLINE]
     finally:
         sub.close()
+        runtime.publisher.stop(flush_timeout_s=0)
         runtime.outbox.close()
 
 
