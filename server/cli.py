@@ -65,7 +65,7 @@ def bench_server(
     records: int = typer.Option(4000, "--records", "-n", help="window records per row"),
     lanes: int = typer.Option(4, "--lanes", help="lanes per unit"),
     rate: float = typer.Option(0.0, "--rate", help="records/s offered (0: as fast as possible)"),
-    batch_size: int = typer.Option(500, "--batch-size"),
+    batch_size: int = typer.Option(500, "--batch-size", help="server influx.batch_size (messages per write)"),
 ) -> None:
     """Window records/s from N simulated units through mosquitto and the server into influxd."""
     from server import ServerError
