@@ -12,7 +12,7 @@ cd "$here"
 
 log() { printf '\033[1m[setup]\033[0m %s\n' "$*"; }
 
-apt_packages=(mosquitto mosquitto-clients influxdb victoria-metrics shellcheck)
+apt_packages=(mosquitto mosquitto-clients influxdb victoria-metrics shellcheck openssl)
 missing=()
 for p in "${apt_packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

@@ -32,6 +32,8 @@ MAX_PAYLOAD_BYTES = 64 * 1024
 
 Id = Annotated[str, Field(pattern=ID_PATTERN)]
 Count = Annotated[int, Field(ge=0, le=100_000)]
+#: totals over a unit's life (outbox depth, drops): large, but still bounded against garbage
+Total = Annotated[int, Field(ge=0, le=10**12)]
 Seconds = Annotated[float, Field(ge=0, le=30 * 24 * 3600)]
 
 
@@ -86,7 +88,9 @@ class QueueStats(_Model):
     wait_p50_s: Seconds | None = Field(None, description="median wait from entering the zone to crossing")
     wait_p90_s: Seconds | None = None
     wait_max_s: Seconds | None = None
-    clearance_per_min: float | None = Field(None, ge=0, le=10_000, description="crossings per minute (smoothed)")
+    clearance_per_min: float | None = Field(
+        None, ge=0, le=10_000, description="crossings per minute (smoothed)"
+    )
     expected_wait_s: Seconds | None = Field(None, description="queue length / clearance rate")
 
 
@@ -104,7 +108,9 @@ class WindowRecord(_Model):
     queue: QueueStats = Field(default_factory=QueueStats)
     frames: Count = Field(0, description="frames processed in the window")
     camera_up: float = Field(1.0, ge=0, le=1, description="share of the window the camera delivered frames")
-    loop_count: Count | None = Field(None, description="crossings counted by the lane's loop sensor, if fitted")
+    loop_count: Count | None = Field(
+        None, description="crossings counted by the lane's loop sensor, if fitted"
+    )
 
     @property
     def key(self) -> tuple[str, str, datetime]:
@@ -160,13 +166,13 @@ class HealthMessage(_UnitMessage):
     fps: float = Field(ge=0, le=1000)
     inference_ms: float = Field(ge=0, le=60_000)
     camera: CameraState
-    outbox_depth: Count
-    outbox_oldest_s: Seconds | None = None
-    dropped_records: Count = Field(0, description="records dropped because the outbox hit its disk bound")
+    outbox_depth: Total
+    outbox_oldest_s: float | None = Field(None, ge=0, le=20 * 365 * 86400)
+    dropped_records: Total = Field(0, description="records dropped because the outbox hit its disk bound")
     cpu_temp_c: float | None = Field(None, ge=-40, le=150)
     throttled: str | None = Field(None, max_length=20, description="vcgencmd get_throttled, where present")
     mem_mb: float = Field(ge=0)
-    uptime_s: Seconds
+    uptime_s: float = Field(ge=0, le=20 * 365 * 86400)
 
 
 class ActiveAlert(_Model):
@@ -198,7 +204,9 @@ class DeadLetter(_Versioned):
     topic: str = Field(max_length=512)
     reason: str = Field(max_length=40)
     detail: str = Field(max_length=1000)
-    payload: str = Field(max_length=2048, description="the rejected payload, truncated, undecodable bytes escaped")
+    payload: str = Field(
+        max_length=2048, description="the rejected payload, truncated, undecodable bytes escaped"
+    )
     at: AwareDatetime
 
 
@@ -242,7 +250,9 @@ def decode_message(topic: str, payload: bytes, max_bytes: int = MAX_PAYLOAD_BYTE
         raise WireError("invalid", errs[:900]) from None
     scope = message.lane if isinstance(message, AlertMessage) else message.unit
     if (message.gate, scope) != (parsed.gate, parsed.scope):
-        raise WireError("topic_mismatch", f"payload says {message.gate}/{scope}, topic says {parsed.gate}/{parsed.scope}")
+        raise WireError(
+            "topic_mismatch", f"payload says {message.gate}/{scope}, topic says {parsed.gate}/{parsed.scope}"
+        )
     return message
 
 
