@@ -71,6 +71,8 @@ class Probe:
     key: Path | None = None
     client_id: str = "probe"
     messages: queue.Queue[tuple[str, bytes]] = field(default_factory=queue.Queue)
+    #: retained copies delivered on subscribe, kept apart so earlier tests' state cannot mix in
+    retained: list[tuple[str, bytes]] = field(default_factory=list)
     pubacks: dict[int, ReasonCode] = field(default_factory=dict)
     subacks: dict[int, list[ReasonCode]] = field(default_factory=dict)
 
@@ -144,7 +146,10 @@ class Probe:
         self._connack.put(Connect(False, f"disconnected: {rc}"))
 
     def _on_message(self, client: mqtt.Client, userdata: Any, msg: mqtt.MQTTMessage) -> None:
-        self.messages.put((msg.topic, bytes(msg.payload)))
+        if msg.retain:
+            self.retained.append((msg.topic, bytes(msg.payload)))
+        else:
+            self.messages.put((msg.topic, bytes(msg.payload)))
 
     def _on_publish(self, client: mqtt.Client, userdata: Any, mid: int, rc: ReasonCode,
                     props: Properties | None) -> None:

@@ -159,6 +159,8 @@ def test_unit_reads_only_its_own_gates_alerts(secure_broker: SecureBroker) -> No
     try:
         for probe in (server, hn, hn2, tt):
             _connected(probe.connect())
+        # a retained alert already there when the units subscribe
+        assert not server.publish(f"{P}/huu-nghi/lane3/alert", b"hn-retained", retain=True).is_failure
         hn.subscribe(f"{P}/huu-nghi/+/alert")
         hn.subscribe(f"{P}/huu-nghi/cam2/#")  # a neighbour's data: not readable
         for topic in (f"{P}/#", f"{P}/huu-nghi/+/alert", "#", "$SYS/#"):
@@ -178,7 +180,10 @@ def test_unit_reads_only_its_own_gates_alerts(secure_broker: SecureBroker) -> No
         assert [p for _, p in hn_got] == [b"hn-alert", b"hn-marker"], hn_got
         with pytest.raises(queue.Empty):
             hn.messages.get(timeout=0.3)
+        assert (f"{P}/huu-nghi/lane3/alert", b"hn-retained") in hn.retained
+        assert not [t for t, _ in tt.retained if not t.startswith(f"{P}/tan-thanh/")], tt.retained
     finally:
+        server.publish(f"{P}/huu-nghi/lane3/alert", b"", retain=True)  # clear it for other tests
         for probe in (server, hn, hn2, tt):
             probe.close()
 
