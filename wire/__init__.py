@@ -7,6 +7,7 @@ in one small place means a schema change is a single diff that both sides see at
 from wire.errors import WireError
 from wire.payloads import (
     SCHEMA_VERSION,
+    ActiveAlert,
     AlertLevel,
     AlertMessage,
     CameraState,
@@ -21,7 +22,6 @@ from wire.payloads import (
     UnitState,
     VehicleClass,
     WindowRecord,
-    ActiveAlert,
     decode_message,
     encode,
     topic_for,
@@ -29,8 +29,8 @@ from wire.payloads import (
 from wire.topics import Topic, TopicKind
 
 __all__ = [
-    "ActiveAlert",
     "SCHEMA_VERSION",
+    "ActiveAlert",
     "AlertLevel",
     "AlertMessage",
     "CameraState",
