@@ -34,10 +34,12 @@ while (($#)); do
 done
 root="${root%/}"
 
-# Pins: torch/torchvision are CPU builds on aarch64 (DESIGN.md "Models offline"); ncnn is what
-# ultralytics' NCNN export imports (declared here so nothing is pip-installed behind our back).
+# Pins: torch/torchvision are CPU builds on aarch64 (DESIGN.md "Models offline"). ncnn and pnnx
+# are what ultralytics' NCNN export imports; gatewatch runs ultralytics offline (YOLO_OFFLINE=1),
+# so it would not install them itself, and nothing should be pip-installed behind our back. The
+# pnnx pin follows ultralytics' own (ultralytics/utils/export/ncnn.py: "pnnx==20260526").
 torch_pins=("torch==2.9.1" "torchvision==0.24.1")
-extra_pins=("ncnn>=1.0.20240410")
+extra_pins=("ncnn>=1.0.20240410" "pnnx==20260526")
 apt_packages=(python3 python3-venv python3-dev rsync curl ca-certificates mosquitto-clients
   python3-picamera2)
 user=gatewatch
@@ -198,8 +200,9 @@ fi
 # -- 8. NCNN export, once -------------------------------------------------------------------------
 export_ncnn() {
   local out
+  # edge.export prints the exported path last (ultralytics may log to stdout before it)
   out="$(GATEWATCH_EXPORT_DIR="$models" YOLO_CONFIG_DIR="$state/ultralytics" \
-    "$venv/bin/python" -m edge.export "$weights" ncnn "$imgsz")"
+    "$venv/bin/python" -m edge.export "$weights" ncnn "$imgsz" | tail -n 1)"
   [ "$out" = "$ncnn_dir" ] || die "export wrote $out, expected $ncnn_dir"
 }
 if [ -d "$ncnn_dir" ]; then ok "NCNN export $ncnn_dir"; else
@@ -207,6 +210,13 @@ if [ -d "$ncnn_dir" ]; then ok "NCNN export $ncnn_dir"; else
 fi
 if [ "$(readlink "$ncnn_link" 2>/dev/null)" = "$(basename "$ncnn_dir")" ]; then ok "link $ncnn_link"; else
   change "link $ncnn_link -> $(basename "$ncnn_dir")" ln -sfn "$(basename "$ncnn_dir")" "$ncnn_link"
+fi
+
+# The service runs as $user; systemd's StateDirectory= would fix ownership at start, but a unit
+# started by hand (gatewatch calibrate as $user) needs it now.
+owner="$(stat -c %U "$state" 2>/dev/null || true)"
+if [ "$owner" = "$user" ]; then ok "$state owned by $user"; else
+  change "give $state to $user" chown -R "$user:$user" "$state"
 fi
 
 # -- 9. unit bundle from provisioning ----------------------------------------------------------------

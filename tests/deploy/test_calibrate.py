@@ -11,19 +11,17 @@ import pytest
 import yaml
 from typer.testing import CliRunner
 
-from edge.paths import footage_dir
 from gatewatch.cli import app
+from tests.shared_data import footage
 
-CLIP = footage_dir() / "degirum_Traffic.mp4"
 RED = [0, 0, 255]
 runner = CliRunner()
 
 
 @pytest.fixture
 def clip() -> Path:
-    if not CLIP.is_file():
-        pytest.skip(f"shared clip {CLIP} not present (GATEWATCH_FOOTAGE)")
-    return CLIP
+    """The shared clip: missing fails under CI, skips locally (tests.shared_data)."""
+    return footage("degirum_Traffic.mp4")
 
 
 def write_config(tmp: Path, clip: Path) -> Path:
