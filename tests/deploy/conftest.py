@@ -25,7 +25,7 @@ from gatewatch.provision import (
 from tests.deploy.dataset import Dataset, make_dataset, write_dataset
 from tests.deploy.mqtt_probe import SHIPPED_CONF, Probe, env_value, render_broker_conf
 from tests.fixtures.influx import Influx1, start_influxd
-from tests.fixtures.procs import Service, free_port, require_binary
+from tests.fixtures.procs import Service, free_port, require_binary, wait_for
 
 UNITS = [("huu-nghi", "cam1"), ("huu-nghi", "cam2"), ("tan-thanh", "cam1")]
 SERVER = "gatewatch-server"
@@ -37,6 +37,18 @@ class SecureBroker:
     unit_port: int
     server_port: int
     service: Service
+    log: Path
+
+    def log_mark(self) -> int:
+        return self.log.stat().st_size
+
+    def wait_log(self, mark: int, text: str, timeout: float = 5.0) -> None:
+        """Wait for `text` in what the broker logged after `mark`: why it refused, in its words."""
+        def seen() -> bool:
+            with self.log.open("rb") as f:
+                f.seek(mark)
+                return text.encode() in f.read()
+        wait_for(seen, timeout, f"broker log line containing {text!r}")
 
     def unit(self, gate: str, unit: str, **over: object) -> Probe:
         """A client with the unit's provisioned bundle (password, CA, client certificate)."""
@@ -76,12 +88,13 @@ def secure_broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SecureBr
     persist = tmp / "persist"
     persist.mkdir()
     conf = tmp / "mosquitto.conf"
+    log = tmp / "broker.log"
     conf.write_text(render_broker_conf(SHIPPED_CONF.read_text(), state.broker, persist,
-                                       {8883: unit_port, 8884: server_port}))
+                                       {8883: unit_port, 8884: server_port}, log))
     svc = Service([exe, "-c", str(conf)], unit_port, tmp / "mosquitto.log")
     svc.start()
     try:
-        yield SecureBroker(state, unit_port, server_port, svc)
+        yield SecureBroker(state, unit_port, server_port, svc, log)
     finally:
         svc.stop()
 

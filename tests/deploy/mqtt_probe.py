@@ -26,8 +26,11 @@ SHIPPED_CONF = ROOT / "deploy" / "mosquitto" / "mosquitto.conf"
 ETC = "/etc/mosquitto/gatewatch"
 
 
-def render_broker_conf(template: str, etc: Path, persist: Path, ports: dict[int, int]) -> str:
-    """The shipped config with test paths and ports; every auth, ACL and TLS line kept verbatim."""
+def render_broker_conf(template: str, etc: Path, persist: Path, ports: dict[int, int], log: Path) -> str:
+    """The shipped config with test paths and ports; every auth, ACL and TLS line kept verbatim.
+
+    The log stays a file (as shipped): mosquitto flushes each line there, so tests can read why
+    it refused a connection as soon as it did."""
     out = []
     seen_ports = set()
     for line in template.splitlines():
@@ -37,8 +40,8 @@ def render_broker_conf(template: str, etc: Path, persist: Path, ports: dict[int,
             seen_ports.add(int(parts[1]))
             # tests never listen beyond loopback
             out.append(f"listener {ports[int(parts[1])]} 127.0.0.1")
-        elif s.startswith("log_dest "):
-            out.append("log_dest stdout")
+        elif s.startswith("log_dest file "):
+            out.append(f"log_dest file {log}")
         elif s.startswith("persistence_location "):
             out.append(f"persistence_location {persist}/")
         else:

@@ -74,18 +74,22 @@ def test_plaintext_refused(secure_broker: SecureBroker, listener: str) -> None:
     """Right credentials, no TLS: the broker has no plaintext listener, so no CONNACK ever comes."""
     probe = (secure_broker.unit("huu-nghi", "cam1", ca=None, cert=None, key=None) if listener == "unit"
              else secure_broker.server(ca=None))
+    mark = secure_broker.log_mark()
     try:
         result = probe.connect(timeout=5)
         assert not result.ok, result
+        secure_broker.wait_log(mark, "wrong version number")  # plaintext hit a TLS listener
     finally:
         probe.close()
 
 
 def test_unit_listener_requires_client_certificate(secure_broker: SecureBroker) -> None:
     probe = secure_broker.unit("huu-nghi", "cam1", cert=None, key=None)
+    mark = secure_broker.log_mark()
     try:
         result = probe.connect(timeout=5)
         assert not result.ok, result
+        secure_broker.wait_log(mark, "peer did not return a certificate")
     finally:
         probe.close()
 
@@ -96,9 +100,11 @@ def test_certificate_from_another_ca_refused(secure_broker: SecureBroker, tmp_pa
     provision_unit(rogue.root, "huu-nghi", "cam1", UnitOptions(broker_host="x"))
     rogue_tls = rogue.unit_dir("huu-nghi", "cam1") / "tls"
     probe = secure_broker.unit("huu-nghi", "cam1", cert=rogue_tls / "client.crt", key=rogue_tls / "client.key")
+    mark = secure_broker.log_mark()
     try:
         result = probe.connect(timeout=5)
         assert not result.ok, result
+        secure_broker.wait_log(mark, "certificate verify failed")
     finally:
         probe.close()
 
