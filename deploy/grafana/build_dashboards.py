@@ -103,6 +103,12 @@ def gates_overview() -> dict[str, Any]:
         panel("Units online", "stat", [target(
             'SELECT last("online") FROM "unit_status" WHERE $timeFilter GROUP BY "gate", "unit"',
             alias="$tag_gate/$tag_unit")], description="From each unit's retained status and Last Will"),
+        panel("Server ingest", "timeseries", [target(
+            'SELECT mean("messages_per_s") AS "messages_per_s", max("spool_depth") AS "spool_depth", '
+            'max("write_latency_ms_p95") AS "write_latency_ms_p95" FROM "server_health" WHERE $timeFilter '
+            'GROUP BY time($__interval), "server"', alias="$tag_server $col")], w=24,
+            description="Messages/s from the broker; spool depth > 0 means the database is not taking writes "
+            "and the server is holding them on disk"),
     ]
     return dashboard("gatewatch-gates", "gatewatch: gates overview", panels, [])
 

@@ -12,7 +12,8 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
 from server.config import InfluxConfig
-from server.schema import alert_point, counts_points, health_points, lines, status_points
+from server.health import ServerHealthMessage, health_fields
+from server.schema import alert_point, counts_points, health_points, lines, server_health_point, status_points
 from server.sinks import InfluxV1Sink
 from wire.payloads import (
     AlertLevel,
@@ -50,6 +51,7 @@ class Dataset:
     health: list[HealthMessage] = field(default_factory=list)
     status: list[StatusMessage] = field(default_factory=list)
     alerts: list[Alert] = field(default_factory=list)
+    server: list[ServerHealthMessage] = field(default_factory=list)
 
     @property
     def end(self) -> datetime:
@@ -106,6 +108,20 @@ def make_dataset(now: datetime | None = None, seed: int = 7) -> Dataset:
                 ))
     ds.status.append(StatusMessage(gate="tan-thanh", unit="cam1", seq=seq + 1, state=UnitState.OFFLINE,
                                    at=start + timedelta(minutes=100), version="0.1.0", config_hash="abc"))
+    # the server's own health every 2 minutes; its database is down (spool grows) from minute 90
+    # to 100, and it stops reporting 10 minutes before the end
+    received = 0
+    for i in range(0, int(HOURS * 60) - 10, 2):
+        received += rnd.randint(100, 200)
+        down = 90 <= i < 100
+        ds.server.append(ServerHealthMessage(
+            server="central", at=start + timedelta(minutes=i, seconds=5), interval_s=120.0,
+            messages_per_s=round(rnd.uniform(1, 5), 3), received=received, stored=received, rejected=i // 30,
+            rejected_by_reason={"invalid": i // 30} if i >= 30 else {}, db_rejected_points=0,
+            write_latency_ms_p50=round(rnd.uniform(2, 9), 3), write_latency_ms_p95=round(rnd.uniform(9, 40), 3),
+            spool_depth=(i - 89) * 100 if down else 0, db_up=not down, mqtt_connected=True,
+            units_last_seen_s={"huu-nghi/cam1": 1.0}, uptime_s=float(i * 60),
+        ))
     raised = start + timedelta(minutes=20)
     ds.alerts += [
         Alert("huu-nghi", "lane1", "congested", raised, AlertLevel.ORANGE, True, "queue 14 >= 8 for 60 s"),
@@ -122,6 +138,7 @@ def write_dataset(url: str, ds: Dataset) -> None:
     points += [p for m in ds.health for p in health_points(m)]
     points += [p for m in ds.status for p in status_points(m)]
     points += [alert_point(a.gate, a.lane, a.rule, a.at, a.level, a.active, None, a.text) for a in ds.alerts]
+    points += [server_health_point(h.server, h.at, health_fields(h)) for h in ds.server]
     try:
         batch = lines(points)
         for i in range(0, len(batch), 2000):

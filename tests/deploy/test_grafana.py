@@ -138,6 +138,10 @@ def expected_panels(ds: Dataset) -> dict[str, tuple[tuple[str, ...], tuple[str, 
         "Alerts": (("gate", "lane", "rule"), ("level", "active", "text"),
                    {k: tuple(norm(v) for v in vs) for k, vs in last_alert.items()}),
         "Units online": (("gate", "unit"), ("last",), last_status),
+        "Server ingest": (("time", "server"), ("messages_per_s", "spool_depth", "write_latency_ms_p95"), columns(
+            agg((((hour(h.at), h.server), h.messages_per_s) for h in ds.server), mean),
+            agg((((hour(h.at), h.server), h.spool_depth) for h in ds.server), max),
+            agg((((hour(h.at), h.server), h.write_latency_ms_p95) for h in ds.server), max))),
         "Crossings by class and direction": (("time", "class", "direction"), ("sum",), columns(filled)),
         "Queue length": (("time",), ("max", "mean", "stationary"), per_hour(
             lane, lambda m: m.window_start, a=(lambda m: m.queue.length_max, max),
@@ -242,6 +246,9 @@ def firing_expected(uid: str, ds: Dataset, now: datetime) -> set[Key]:
         reports = [h for h in ds.health if now - timedelta(seconds=600) <= h.at <= now]
         oldest = agg((((h.gate, h.unit), h.outbox_oldest_s) for h in reports), max)
         return {k for k, v in oldest.items() if v is not None and v > 600}
+    if uid == "gatewatch-server-silent":
+        bucket = now.replace(minute=now.minute - now.minute % 10, second=0, microsecond=0)
+        return {(h.server,) for h in ds.server} - {(h.server,) for h in ds.server if bucket <= h.at <= now}
     raise AssertionError(f"no expectation for rule {uid}")
 
 
@@ -252,7 +259,7 @@ def test_alert_rules_fire_for_the_right_series(gate_db: GateDb) -> None:
     now = ds.end - timedelta(seconds=30)
     ops: dict[str, Callable[[float, float], bool]] = {"gt": lambda v, p: v > p, "lt": lambda v, p: v < p}
     rules = load_yaml("alerting/gatewatch-rules.yaml")["groups"][0]["rules"]
-    assert len(rules) == 4
+    assert len(rules) == 5
     for rule in rules:
         data = {d["refId"]: d for d in rule["data"]}
         a, b, c = data["A"], data["B"]["model"], data["C"]["model"]
@@ -296,7 +303,8 @@ def test_provisioning_files_parse_and_agree() -> None:
 
 
 def test_queries_name_only_schema_measurements() -> None:
-    known = {schema.LANE_COUNTS, schema.LANE_QUEUE, schema.UNIT_HEALTH, schema.UNIT_STATUS, schema.ALERTS}
+    known = {schema.LANE_COUNTS, schema.LANE_QUEUE, schema.UNIT_HEALTH, schema.UNIT_STATUS, schema.ALERTS,
+             schema.SERVER_HEALTH}
     queries = [t["query"] for _, p in panels() for t in p["targets"]]
     rules = load_yaml("alerting/gatewatch-rules.yaml")["groups"][0]["rules"]
     queries += [r["data"][0]["model"]["query"] for r in rules]
