@@ -270,15 +270,24 @@ def _mosquitto_passwd(passwd: Path, user: str, password: str) -> None:
 # -- TLS ----------------------------------------------------------------------------------------
 
 
+def ensure_root(state: State) -> None:
+    """Create the state folder private (0700), with a `.gitignore` of `*` inside: a state folder
+    made inside a checkout can then never be committed with its keys and passwords."""
+    if not state.root.exists():
+        state.root.mkdir(parents=True, mode=0o700)
+    ignore = state.root / ".gitignore"
+    if not ignore.exists():
+        _write(ignore, "# gatewatch provisioning state: keys and passwords, never commit\n*\n", 0o644)
+
+
 def ensure_ca(state: State) -> bool:
     """Create the CA once. A CA certificate without its key is an error, never replaced silently:
     replacing it would invalidate every certificate already on the units."""
+    ensure_root(state)
     if state.ca_crt.exists():
         if not state.ca_key.exists():
             raise ProvisionError(f"{state.ca_crt} exists but {state.ca_key} is missing; restore it from backup")
         return False
-    if not state.root.exists():
-        state.root.mkdir(parents=True, mode=0o700)
     state.ca_crt.parent.mkdir(mode=0o700, exist_ok=True)
     _openssl("genpkey", "-algorithm", "EC", "-pkeyopt", "ec_paramgen_curve:P-256", "-out", str(state.ca_key))
     state.ca_key.chmod(0o600)
@@ -385,6 +394,8 @@ def provision_broker(root: Path, hosts: Sequence[str]) -> Report:
     the password and ACL files mosquitto.conf names."""
     if not hosts:
         raise ProvisionError("give at least one --host: the name units use to reach the broker")
+    for host in hosts:
+        _host(host, "--host")
     state = State(root)
     report = Report()
     report.add(ensure_ca(state), str(state.ca_crt))
@@ -420,6 +431,7 @@ def provision_unit(root: Path, gate: str, unit: str, opts: UnitOptions) -> Repor
     """
     state = State(root)
     user = unit_username(gate, unit)
+    _host(opts.broker_host, "--broker-host")
     report = Report()
     report.add(ensure_ca(state), str(state.ca_crt))
     out = state.unit_dir(gate, unit)
@@ -520,6 +532,7 @@ def provision_server(root: Path, name: str, opts: ServerOptions) -> Report:
     """
     state = State(root)
     user = _id(name, "server name")
+    _host(opts.broker_host, "--broker-host")
     report = Report()
     report.add(ensure_ca(state), str(state.ca_crt))
     out = state.server_dir(name)
@@ -573,6 +586,22 @@ def _id(value: str, what: str) -> str:
         return check_id(value, what)
     except WireError as exc:
         raise ProvisionError(str(exc)) from None
+
+
+_LABEL = r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
+_HOST_RE = re.compile(rf"^(?=.{{1,253}}$){_LABEL}(?:\.{_LABEL})*$")
+
+
+def _host(value: str, what: str) -> str:
+    """A DNS name or an IP address: it goes into a certificate and a config, so no free text."""
+    try:
+        ipaddress.ip_address(value)
+        return value
+    except ValueError:
+        pass
+    if not _HOST_RE.match(value):
+        raise ProvisionError(f"{what} {value!r} is not a host name or IP address")
+    return value
 
 
 def _write(path: Path, text: str, mode: int) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import stat
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -141,9 +142,12 @@ def test_tampered_acl_block_is_an_error(tmp_path: Path) -> None:
 @pytest.mark.parametrize(("args", "message"), [
     (["--gate", "Huu Nghi", "--unit", "cam1"], "gate 'Huu Nghi' must match ^[a-z0-9]"),
     (["--gate", "huu-nghi", "--unit", "cam1", "--source", "usb:x"], "expected usb:N"),
+    (["--gate", "huu-nghi", "--unit", "cam1", "--broker-host", "mqtt gate;rm"], "is not a host name or IP"),
 ])
 def test_bad_input_is_one_clear_line(tmp_path: Path, args: list[str], message: str) -> None:
-    code, out = gw("provision-unit", "--dir", str(tmp_path / "s"), "--broker-host", "h", *args)
+    if "--broker-host" not in args:
+        args = [*args, "--broker-host", "h"]
+    code, out = gw("provision-unit", "--dir", str(tmp_path / "s"), *args)
     assert code == 2
     assert message in out and "Traceback" not in out
     assert len(out.strip().splitlines()) == 1, out
@@ -156,3 +160,13 @@ def test_missing_ca_key_is_an_error(tmp_path: Path) -> None:
     code, out = gw("provision-unit", "--dir", str(root), "--gate", "huu-nghi", "--unit", "cam2",
                    "--broker-host", "mqtt.gate.test")
     assert code == 2 and "restore it from backup" in out
+
+
+def test_state_folder_inside_a_checkout_is_never_committed(tmp_path: Path) -> None:
+    git = require_binary("git")
+    subprocess.run([git, "init", "-q", str(tmp_path)], check=True)
+    provision_all(tmp_path / "deploy-state")
+    status = subprocess.run([git, "-C", str(tmp_path), "status", "--porcelain", "--untracked-files=all"],
+                            capture_output=True, text=True, check=True).stdout
+    assert status == ""
+    assert stat.S_IMODE((tmp_path / "deploy-state").stat().st_mode) == 0o700
