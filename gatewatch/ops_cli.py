@@ -69,7 +69,7 @@ def provision_unit_cmd(
     broker_port: Annotated[int, typer.Option(help="broker TLS port for units")] = 8883,
     source: Annotated[str, typer.Option(help="camera: picamera, usb:N, rtsp://... or a file")] = "picamera",
     etc_dir: Annotated[Path, typer.Option(help="where the bundle is installed on the Pi")] = Path("/etc/gatewatch"),
-    rotate_password: Annotated[bool, typer.Option(help="replace the unit's password")] = False,
+    rotate_password: Annotated[bool, typer.Option("--rotate-password", help="replace the unit's password")] = False,
 ) -> None:
     """Create a unit's MQTT account, ACL block, client certificate and starter unit.yaml."""
 
@@ -92,7 +92,7 @@ def provision_server_cmd(
     etc_dir: Annotated[Path, typer.Option(help="where the bundle is installed on the server")] = Path(
         "/etc/gatewatch"
     ),
-    rotate_password: Annotated[bool, typer.Option(help="replace the server's password")] = False,
+    rotate_password: Annotated[bool, typer.Option("--rotate-password", help="replace the server's password")] = False,
 ) -> None:
     """Create the server's MQTT account and ACL block, and a starter server.yaml MQTT section."""
 
