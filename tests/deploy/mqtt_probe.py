@@ -80,6 +80,7 @@ class Probe:
     subacks: dict[int, list[ReasonCode]] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
+        self.disconnects = 0
         self._connack: queue.Queue[Connect] = queue.Queue()
         self._acked = threading.Condition()
         c = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=self.client_id, protocol=MQTTProtocolVersion.MQTTv5)
@@ -146,6 +147,7 @@ class Probe:
 
     def _on_disconnect(self, client: mqtt.Client, userdata: Any, flags: Any, rc: ReasonCode,
                        props: Properties | None) -> None:
+        self.disconnects += 1
         self._connack.put(Connect(False, f"disconnected: {rc}"))
 
     def _on_message(self, client: mqtt.Client, userdata: Any, msg: mqtt.MQTTMessage) -> None:

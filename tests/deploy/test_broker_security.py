@@ -201,8 +201,10 @@ def test_client_id_cannot_hijack_another_session(secure_broker: SecureBroker) ->
     try:
         _connected(cam1.connect())
         _connected(cam2.connect())
-        assert cam1.client.is_connected()
+        # a session takeover would show as a disconnect on cam1 (paho would then reconnect it)
         assert not cam1.publish(f"{P}/huu-nghi/cam1/health", b"still-here").is_failure
+        assert not cam2.publish(f"{P}/huu-nghi/cam2/health", b"me-too").is_failure
+        assert cam1.disconnects == 0 and cam2.disconnects == 0
     finally:
         cam1.close()
         cam2.close()
