@@ -8,7 +8,10 @@ unit's status, as in production.
 
 from __future__ import annotations
 
+import os
 import queue
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -24,8 +27,10 @@ from edge.runtime import EdgeRuntime
 from gatewatch.provision import SERVER_PASSWORD_ENV, UNIT_PASSWORD_ENV
 from server.config import MqttConfig
 from server.subscriber import Received, Subscriber
-from tests.deploy.conftest import SERVER, SecureBroker
+from tests.deploy.conftest import SERVER, SecureBroker, apply_iql
 from tests.deploy.mqtt_probe import env_value
+from tests.fixtures.influx import Influx1
+from tests.fixtures.procs import wait_for
 from wire.payloads import CountsMessage, StatusMessage, UnitState, VehicleClass, WindowRecord, decode_message
 
 GATE, UNIT = "huu-nghi", "cam1"
@@ -52,6 +57,7 @@ def unit_config(broker: SecureBroker, tmp: Path) -> UnitConfig:
                        tls_cert=str(tls / "client.crt"), tls_key=str(tls / "client.key"), reconnect_min_s=0.2)
     raw["outbox"] = {"path": str(tmp / "outbox.sqlite3")}
     raw["source"] = {"kind": "file", "path": str(tmp / "unused.mp4")}
+    tmp.mkdir(parents=True, exist_ok=True)
     path = tmp / "unit.yaml"
     path.write_text(yaml.safe_dump(raw))
     return load_config(path)
@@ -70,20 +76,13 @@ def test_provisioned_unit_reaches_provisioned_server(secure_broker: SecureBroker
     try:
         assert sub.connected.wait(10), "server subscriber did not connect"
         time.sleep(0.3)  # SUBACK
-        cfg = unit_config(secure_broker, tmp_path)
-        monkeypatch.setenv(UNIT_PASSWORD_ENV, env_value(secure_broker.state.unit_dir(GATE, UNIT) / "edge.env",
-                                                        UNIT_PASSWORD_ENV))
         start = datetime.now(UTC).replace(microsecond=0)
         records = [
             WindowRecord(gate=GATE, unit=UNIT, lane="lane1", window_start=start + timedelta(seconds=10 * i),
                          window_s=10.0, counts={VehicleClass.TRUCK: {"in": i + 1}})
             for i in range(3)
         ]
-        runtime = EdgeRuntime(cfg, Outbox(cfg.outbox.path, cfg.outbox.max_bytes), flush_timeout_s=5)
-        worker = threading.Thread(target=runtime.run, args=(Records(records),))
-        worker.start()
-        worker.join(30)
-        assert not worker.is_alive()
+        run_unit(secure_broker, tmp_path, monkeypatch, records)
 
         got: list[CountsMessage] = []
         states: list[UnitState] = []
@@ -103,8 +102,77 @@ def test_provisioned_unit_reaches_provisioned_server(secure_broker: SecureBroker
         assert states[0] == UnitState.ONLINE and states[-1] == UnitState.OFFLINE
     finally:
         sub.stop()
-        # the unit's retained status would otherwise greet later subscribers of this shared broker
-        cleaner = secure_broker.unit(GATE, UNIT)
-        if cleaner.connect().ok:
-            cleaner.publish(f"gatewatch/v1/{GATE}/{UNIT}/status", b"", retain=True)
-        cleaner.close()
+        clear_retained_status(secure_broker)
+
+
+def clear_retained_status(broker: SecureBroker) -> None:
+    """The unit's retained status would otherwise greet later subscribers of the shared broker."""
+    cleaner = broker.unit(GATE, UNIT)
+    if cleaner.connect().ok:
+        cleaner.publish(f"gatewatch/v1/{GATE}/{UNIT}/status", b"", retain=True)
+    cleaner.close()
+
+
+def run_unit(broker: SecureBroker, tmp: Path, monkeypatch: pytest.MonkeyPatch, records: list[WindowRecord]) -> None:
+    """The real edge runtime with the provisioned bundle, until its records are delivered."""
+    cfg = unit_config(broker, tmp)
+    monkeypatch.setenv(UNIT_PASSWORD_ENV, env_value(broker.state.unit_dir(GATE, UNIT) / "edge.env", UNIT_PASSWORD_ENV))
+    runtime = EdgeRuntime(cfg, Outbox(cfg.outbox.path, cfg.outbox.max_bytes), flush_timeout_s=5)
+    worker = threading.Thread(target=runtime.run, args=(Records(records),))
+    worker.start()
+    worker.join(30)
+    assert not worker.is_alive()
+
+
+def test_unit_to_dashboard_through_the_deployed_stack(secure_broker: SecureBroker, influxd: Influx1,
+                                                     tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Provisioned unit -> secure broker -> `gatewatch server` (provisioned account) -> InfluxDB set
+    up by gatewatch.iql -> the gates-overview panel query shows the unit's vehicles."""
+    assert apply_iql(influxd.url).returncode == 0
+    server_dir = secure_broker.state.server_dir(SERVER)
+    raw = yaml.safe_load((server_dir / "server.yaml").read_text())
+    raw["mqtt"].update(port=secure_broker.server_port, tls_ca_file=str(server_dir / "tls" / "ca.crt"),
+                       reconnect_min_s=0.2)
+    raw.update(influx={"url": influxd.url, "database": "gatewatch", "flush_interval_s": 0.1},
+               spool={"path": str(tmp_path / "spool.sqlite3")}, health={"interval_s": 1})
+    cfg = tmp_path / "server.yaml"
+    cfg.write_text(yaml.safe_dump(raw))
+    env = {**os.environ, SERVER_PASSWORD_ENV: env_value(server_dir / "server.env", SERVER_PASSWORD_ENV)}
+    log = tmp_path / "server.log"
+    with log.open("wb") as out:
+        proc = subprocess.Popen([sys.executable, "-m", "gatewatch", "server", "--config", str(cfg)],
+                                stdout=out, stderr=subprocess.STDOUT, env=env)
+    try:
+        def connected() -> bool:
+            rows = influxd.rows('SELECT last("mqtt_connected") FROM "server_health"')
+            return bool(rows) and rows[0]["last"] is True
+        wait_for(connected, 30, "the server to connect to the broker and report health")
+
+        start = (datetime.now(UTC) - timedelta(minutes=5)).replace(second=0, microsecond=0)
+        records = [
+            WindowRecord(gate=GATE, unit=UNIT, lane=lane, window_start=start + timedelta(seconds=10 * i),
+                         window_s=10.0, counts={VehicleClass.TRUCK: {"in": i + 1}, VehicleClass.CAR: {"out": 2}})
+            for i in range(6) for lane in ("lane1", "lane2")
+        ]
+        run_unit(secure_broker, tmp_path / "unit", monkeypatch, records)
+        want = sum(r.total() for r in records)
+
+        def stored() -> bool:
+            rows = influxd.rows('SELECT sum("count") FROM "gatewatch"."raw"."lane_counts"')
+            return bool(rows) and rows[0]["sum"] == want
+        wait_for(stored, 20, f"{want} vehicles in InfluxDB's raw policy")
+
+        from tests.deploy.test_grafana import interpolate, load_dashboards
+
+        (panel,) = [p for p in load_dashboards()["gates-overview.json"]["panels"]
+                    if p["title"] == "Vehicles per interval by gate"]
+        query = interpolate(panel["targets"][0]["query"], start, start + timedelta(minutes=2))
+        rows = influxd.rows(query)
+        assert sum(r["sum"] for r in rows if r["gate"] == GATE) == want
+    finally:
+        proc.terminate()
+        code = proc.wait(30)
+        clear_retained_status(secure_broker)
+    output = log.read_text(errors="replace")
+    assert code == 0 and "Traceback" not in output, output[-2000:]
+    assert "refused" not in output and "not authori" not in output.lower(), output[-2000:]
