@@ -15,6 +15,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
+import yaml
 
 from tests.fixtures.procs import require_binary
 
@@ -86,11 +87,12 @@ def test_dry_run_twice_same_plan_no_changes_under_root(tmp_path: Path, shims: tu
     assert tree(target) == {}
     assert not log.exists(), log.read_text()
     plan = first.stdout
-    # the plan covers every step of a fresh install
+    manifest = yaml.safe_load((ROOT / "models" / "manifest.yaml").read_text())
+    model = manifest["models"][manifest["default"]]
+    # the plan covers every step of a fresh install, with the weights the manifest names
     for expected in ("would   create system user gatewatch", "would   build venv", "torch==2.9.1 torchvision==0.24.1",
-                     "would   download https://github.com/ultralytics/assets/releases/download/v8.1.0/yolov8n.pt",
-                     "f59b3d833e2ff32e194b5bb8e08d211dc7c5bdf144b90d2c8412c47ccfc83b36",
-                     "would   export yolov8n.pt to NCNN at 480",
+                     f"would   download {model['source']}", model["sha256_official"],
+                     f"would   export {model['file']} to NCNN at {model['export']['pi']['imgsz']}",
                      "would   install " + str(target / "etc/systemd/system/gatewatch-edge.service"),
                      "would   enable gatewatch-edge.service", "change(s) planned"):
         assert expected in plan, (expected, plan)
