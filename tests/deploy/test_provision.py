@@ -170,3 +170,18 @@ def test_state_folder_inside_a_checkout_is_never_committed(tmp_path: Path) -> No
                             capture_output=True, text=True, check=True).stdout
     assert status == ""
     assert stat.S_IMODE((tmp_path / "deploy-state").stat().st_mode) == 0o700
+
+
+def test_starter_model_is_what_the_pi_installer_exports(tmp_path: Path) -> None:
+    """unit.yaml names the link deploy/pi/install.sh makes for the manifest's Pi export."""
+    root = Path(__file__).resolve().parents[2]
+    manifest = yaml.safe_load((root / "models" / "manifest.yaml").read_text())
+    model = manifest["models"][manifest["default"]]
+    provision_all(tmp_path / "state")
+    cfg = load_config(State(tmp_path / "state").unit_dir("huu-nghi", "cam1") / "unit.yaml")
+    pi = model["export"]["pi"]
+    assert cfg.model.imgsz == pi["imgsz"]
+    stem = model["file"].rsplit(".", 1)[0]
+    assert cfg.model.path.name == f"{stem}-vehicles-{pi['imgsz']}_{pi['format']}_model"
+    script = (root / "deploy" / "pi" / "install.sh").read_text()
+    assert 'ncnn_link="$models/${weights_name%.*}-vehicles-${imgsz}_ncnn_model"' in script
