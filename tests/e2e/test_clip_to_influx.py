@@ -96,7 +96,7 @@ def test_clip_counts_reach_influxdb_exactly(
             ("victoria-metrics", lambda: victoria_counts(victoria), v2),
         ):
             try:
-                wait_until(lambda: read() == expected, 60, f"the clip's counts in {name}")
+                wait_until(lambda read=read: read() == expected, 60, f"the clip's counts in {name}")
             except AssertionError as exc:
                 got = read()
                 diff = {
