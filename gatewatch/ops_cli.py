@@ -76,8 +76,13 @@ def provision_unit_cmd(
     def body() -> None:
         from gatewatch.provision import UnitOptions, provision_unit
 
-        opts = UnitOptions(broker_host=broker_host, broker_port=broker_port, source=source, etc_dir=etc_dir,
-                           rotate_password=rotate_password)
+        opts = UnitOptions(
+            broker_host=broker_host,
+            broker_port=broker_port,
+            source=source,
+            etc_dir=etc_dir,
+            rotate_password=rotate_password,
+        )
         report = provision_unit(state_dir, gate, unit, opts)
         _print_report(report.lines, report.changed)
 
@@ -89,9 +94,7 @@ def provision_server_cmd(
     name: Annotated[str, typer.Option(help="server account and client id")] = "gatewatch-server",
     broker_host: Annotated[str, typer.Option(help="broker address seen from the server")] = "127.0.0.1",
     broker_port: Annotated[int, typer.Option(help="broker TLS port for the server")] = 8884,
-    etc_dir: Annotated[Path, typer.Option(help="where the bundle is installed on the server")] = Path(
-        "/etc/gatewatch"
-    ),
+    etc_dir: Annotated[Path, typer.Option(help="where the bundle is installed on the server")] = Path("/etc/gatewatch"),
     rotate_password: Annotated[bool, typer.Option("--rotate-password", help="replace the server's password")] = False,
 ) -> None:
     """Create the server's MQTT account and ACL block, and a starter server.yaml MQTT section."""
@@ -99,8 +102,9 @@ def provision_server_cmd(
     def body() -> None:
         from gatewatch.provision import ServerOptions, provision_server
 
-        opts = ServerOptions(broker_host=broker_host, broker_port=broker_port, etc_dir=etc_dir,
-                             rotate_password=rotate_password)
+        opts = ServerOptions(
+            broker_host=broker_host, broker_port=broker_port, etc_dir=etc_dir, rotate_password=rotate_password
+        )
         report = provision_server(state_dir, name, opts)
         _print_report(report.lines, report.changed)
 
@@ -127,7 +131,34 @@ def calibrate_cmd(
     _guarded(body)
 
 
+def demo_cmd(
+    clips: Annotated[
+        list[str] | None,
+        typer.Argument(
+            help="clips to replay, one edge unit each (default: the ground-truth clips in ../shared/footage)"
+        ),
+    ] = None,
+    run_dir: Annotated[Path, typer.Option(help="where the demo keeps its broker, database, configs and logs")] = Path(
+        "run/demo"
+    ),
+    short: Annotated[bool, typer.Option(help="one short clip, as fast as possible (a quick check)")] = False,
+    realtime: Annotated[
+        bool | None, typer.Option(help="pace clips at recorded speed (default: on, off with --short)")
+    ] = None,
+) -> None:
+    """The whole stack on this machine: private broker and InfluxDB, the server, one edge unit per
+    clip, live counts, queues and alerts; stops everything it started on exit."""
+
+    def body() -> None:
+        from gatewatch.demo import run_demo
+
+        run_demo(clips, run_dir, short, (not short) if realtime is None else realtime, console)
+
+    _guarded(body)
+
+
 def register(app: typer.Typer) -> None:
+    app.command("demo")(demo_cmd)
     app.command("provision-broker")(provision_broker_cmd)
     app.command("provision-unit")(provision_unit_cmd)
     app.command("provision-server")(provision_server_cmd)
