@@ -8,6 +8,7 @@ import subprocess
 import sys
 import time
 from collections import Counter
+from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -91,12 +92,17 @@ def test_clip_counts_reach_influxdb_exactly(
             timeout=900,
         )
         assert edge.returncode == 0, edge.stderr[-2000:]
+        read: Callable[[], Counter[tuple[str, str, str, str, int]]]
         for name, read, server in (
             ("influxd", lambda: influx_counts(influxd), v1),
             ("victoria-metrics", lambda: victoria_counts(victoria), v2),
         ):
+
+            def stored_as_expected(read: Callable[[], Counter[tuple[str, str, str, str, int]]] = read) -> bool:
+                return read() == expected
+
             try:
-                wait_until(lambda read=read: read() == expected, 60, f"the clip's counts in {name}")
+                wait_until(stored_as_expected, 60, f"the clip's counts in {name}")
             except AssertionError as exc:
                 got = read()
                 diff = {

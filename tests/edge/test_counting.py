@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import numpy as np
 import pytest
 
@@ -16,10 +18,10 @@ LINE_Y = 500  # horizontal line across the middle; band = 0.03 * diag = 42 px
 
 def lane(**line_kw: object) -> LaneConfig:
     kw: dict[str, object] = {"a": (0.0, 0.5), "b": (1.0, 0.5), "band": 0.03} | line_kw
-    return LaneConfig(id="l1", line=LineConfig(**kw), directions=("down", "up"))  # type: ignore[arg-type]
+    return LaneConfig(id="l1", line=LineConfig(**kw), directions=("down", "up"))
 
 
-def run(frames: list[list[Obs]], lane_cfg: LaneConfig | None = None) -> list[tuple[str, str]]:
+def run(frames: Sequence[Sequence[Obs]], lane_cfg: LaneConfig | None = None) -> list[tuple[str, str]]:
     counter = LaneCounter(lane_cfg or lane(band=0.03), CountingConfig(), *SIZE)
     crossings = []
     for i, obs in enumerate(frames):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import UTC, datetime
 
 import numpy as np
@@ -21,7 +22,7 @@ T0 = 1_700_000_000.0  # a multiple of 10 s
 class ScriptedSource:
     """Frames at fixed times; images are blank since the tracker is scripted."""
 
-    def __init__(self, times: list[float | None], fps: float = 10.0) -> None:
+    def __init__(self, times: Sequence[float | None], fps: float = 10.0) -> None:
         self.times = times
         self.i = 0
         self._fps = fps

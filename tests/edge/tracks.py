@@ -18,7 +18,7 @@ def frame(observations: Iterable[Obs], conf: float = 0.9) -> Detections:
     boxes, ids, classes = [], [], []
     for o in observations:
         tid, x, y = o[0], o[1], o[2]
-        cls = o[3] if len(o) > 3 else VehicleClass.CAR  # type: ignore[misc]
+        cls = o[3] if len(o) > 3 else VehicleClass.CAR
         boxes.append((x - BOX_W / 2, y - BOX_H, x + BOX_W / 2, y))
         ids.append(tid)
         classes.append(cls)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import random
 from collections.abc import Iterator
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from tests.server.helpers import GATE, counts_message
@@ -111,7 +111,7 @@ def _mutations(rng: random.Random) -> list[tuple[str, Any]]:
 
     def bad_health() -> Bad:
         h = HealthMessage(gate=GATE, unit="u1", seq=1, at=_now(), interval_s=10, fps=5, inference_ms=50,
-                          camera="up", outbox_depth=0, mem_mb=10, uptime_s=5)  # type: ignore[arg-type]
+                          camera="up", outbox_depth=0, mem_mb=10, uptime_s=5)
         d = dict(json.loads(encode(h)))
         d[rng.choice(["fps", "cpu_temp_c", "interval_s"])] = rng.choice([-100, 1e6, "hot"])
         return (topic_for(h), json.dumps(d).encode(), "invalid")
@@ -123,9 +123,7 @@ def _mutations(rng: random.Random) -> list[tuple[str, Any]]:
     )]
 
 
-def _now():  # type: ignore[no-untyped-def]
-    from datetime import UTC, datetime
-
+def _now() -> datetime:
     return datetime.now(UTC)
 
 

@@ -175,7 +175,7 @@ class Listener:
         self.client.on_connect = on_connect
         self.client.on_subscribe = on_subscribe
         self.client.on_message = on_message
-        props = Properties(PacketTypes.CONNECT)
+        props = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]  # paho: unannotated __init__
         props.SessionExpiryInterval = 600
         self.client.reconnect_delay_set(cast(int, 0.2), 1)
         self.client.connect("127.0.0.1", port, keepalive=10, clean_start=False, properties=props)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import timedelta
 
 import pytest
@@ -20,7 +21,7 @@ def engine(**rules) -> AlertEngine:
     return AlertEngine(AlertsConfig.model_validate(raw))
 
 
-def feed(e: AlertEngine, queues: list[float], lane: str = "l1", crossings: int | None = 2, first: int = 0, **kw):
+def feed(e: AlertEngine, queues: Sequence[float], lane: str = "l1", crossings: int | None = 2, first: int = 0, **kw):
     """Feed one window per queue value; return (window index, event) pairs."""
     out = []
     for k, q in enumerate(queues):

@@ -7,7 +7,7 @@ import json
 from datetime import timedelta
 from pathlib import Path
 
-from server.app import running
+from server.app import Server, running
 from tests.server.helpers import BASE, GATE, Listener, Publisher, counts_message, server_config, wait_until
 from wire.payloads import AlertLevel, AlertMessage
 
@@ -98,7 +98,11 @@ def test_a_restarted_server_keeps_a_raised_alert_instead_of_flashing_green(tmp_p
             for m in batch:
                 pub.send_message(m)
             pub.close()
-            wait_until(lambda s=server, n=len(batch): s.health.stored >= n, 30, "records stored")
+
+            def all_stored(s: Server = server, n: int = len(batch)) -> bool:
+                return s.health.stored >= n
+
+            wait_until(all_stored, 30, "records stored")
     states = [AlertMessage.model_validate_json(p) for _, p, _ in watch.snapshot()]
     watch.close()
     congested = [any(a.rule == "congested" for a in s.active) for s in states]

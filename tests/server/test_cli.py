@@ -11,6 +11,7 @@ import paho.mqtt.client as mqtt
 import yaml
 from paho.mqtt.enums import CallbackAPIVersion
 
+from tests.fixtures.influx import Influx1
 from tests.fixtures.mosquitto import add_user, start_broker
 from tests.fixtures.procs import free_port
 from tests.server.helpers import (
@@ -147,7 +148,7 @@ def test_broker_password_from_env_works_and_is_never_logged(tmp_path: Path, infl
         broker.stop()
 
 
-def influx_counts_or_empty(db):
+def influx_counts_or_empty(db: Influx1) -> dict[tuple[str, str, str, str, int], int]:
     try:
         return influx_counts(db)
     except RuntimeError:

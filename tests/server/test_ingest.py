@@ -5,9 +5,11 @@ from __future__ import annotations
 import time
 from datetime import timedelta
 from pathlib import Path
+from typing import Any
 
 from server.app import running
 from server.health import ServerHealthMessage
+from tests.fixtures.influx import Influx1
 from tests.server.helpers import (
     BASE,
     GATE,
@@ -23,6 +25,7 @@ from tests.server.helpers import (
 from wire.payloads import (
     AlertMessage,
     CameraState,
+    CountsMessage,
     CrossingEvent,
     EventMessage,
     HealthMessage,
@@ -33,14 +36,14 @@ from wire.payloads import (
 from wire.topics import SERVER_HEALTH
 
 
-def _health_rows(db) -> list:
+def _health_rows(db: Influx1) -> list[dict[str, Any]]:
     try:
         return db.rows("SELECT * FROM server_health")
     except RuntimeError:
         return []
 
 
-def _traffic(n: int) -> list:
+def _traffic(n: int) -> list[CountsMessage]:
     return [counts_message(u, lane, i, seq=i * 2 + k) for i in range(n) for u in ("u1", "u2")
             for k, lane in enumerate(("l1", "l2"))]
 

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 from server.app import running
+from tests.fixtures.influx import Influx1
 from tests.server.helpers import (
     Publisher,
     ServerProcess,
@@ -18,11 +20,12 @@ from tests.server.helpers import (
     wait_until,
     write_config,
 )
+from wire.payloads import CountsMessage
 
 OUTAGE_S = 30
 
 
-def _stream(port: int, messages: list, interval_s: float, done: threading.Event) -> threading.Thread:
+def _stream(port: int, messages: Sequence[CountsMessage], interval_s: float, done: threading.Event) -> threading.Thread:
     def run() -> None:
         pub = Publisher(port, "edge-sim")
         for m in messages:
@@ -98,7 +101,7 @@ def test_server_sigkilled_mid_stream_loses_nothing(tmp_path: Path, mosquitto, in
     assert influxd.rows('SELECT count("frames") FROM lane_queue')[0]["count"] == len(messages)
 
 
-def influx_counts_safe(db):
+def influx_counts_safe(db: Influx1) -> dict[tuple[str, str, str, str, int], int]:
     try:
         return influx_counts(db)
     except RuntimeError:  # "database not found" until the server's first write
