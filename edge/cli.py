@@ -147,7 +147,6 @@ def bench_cmd(
 
     def body() -> None:
         from edge.bench import run_bench
-
         from edge.export import default_export_dir
 
         run_bench(
