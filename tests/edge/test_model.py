@@ -55,13 +55,20 @@ def test_classes_are_sane(results: list[EvalResult]) -> None:
         assert r.by_class[VehicleClass.BUS] == 0 and r.by_class[VehicleClass.MOTORBIKE] == 0, r.row.video
 
 
-def test_jittery_top_down_camera_counts_nothing() -> None:
-    """intel_car-detection: a parking lot seen from straight above with frame jitter."""
+def test_jittery_top_down_camera_counts_only_the_car_that_drives_across() -> None:
+    """intel_car-detection: a parking lot seen from straight above, with frame jitter.
+
+    Stock COCO models see no vehicles from above; with the vehicle-only head the parked cars are
+    detected, so this is where jitter could fake crossings. Checked by eye on the frames: one grey
+    car drives down the lot across the middle line at about 15.5-16 s; every other car is parked.
+    Exactly that one car may count.
+    """
     clip = shared_data.footage("intel_car-detection.mp4")
-    row = TruthRow(clip.name, ((0.0, 0.5), (1.0, 0.5)), "down", 0, {}, 0, "")
+    row = TruthRow(clip.name, ((0.0, 0.5), (1.0, 0.5)), "down", 1, {}, 0, "")
     (result,) = evaluate(clip.parent, ModelConfig(path=shared_data.model()), UltralyticsTracker, [row])
     assert result.frames == 377
-    assert result.total == 0
+    assert result.total == 1
+    assert result.by_class[VehicleClass.CAR] == 1
 
 
 def test_replay_end_to_end(tmp_path: Path) -> None:
