@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import threading
 import time
 from collections.abc import Iterator
@@ -23,7 +22,6 @@ GATE = "huu-nghi"
 
 #: mosquitto started as root drops to the `mosquitto` user, which cannot read pytest's private
 #: tmp dirs (password file, persistence); stay root in that case so those files are usable.
-STAY_ROOT = "user root\n" if os.geteuid() == 0 else ""
 UNIT = "u1"
 START = datetime(2026, 11, 24, 8, 0, 0, tzinfo=UTC)
 

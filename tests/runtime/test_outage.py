@@ -11,14 +11,14 @@ from edge.publisher import LinkState
 from edge.runtime import EdgeRuntime
 from tests.fixtures.mosquitto import start_broker
 from tests.fixtures.procs import wait_for
-from tests.runtime.helpers import GATE, STAY_ROOT, UNIT, FakePipeline, Subscriber, make_records, unit_config
+from tests.runtime.helpers import GATE, UNIT, FakePipeline, Subscriber, make_records, unit_config
 from wire.payloads import AlertMessage, HealthMessage, StatusMessage, UnitState
 
 OUTAGE_S = 30.0
 
 
 def test_broker_down_30s_mid_stream_loses_nothing(tmp_path: Path) -> None:
-    broker = start_broker(tmp_path / "mq", extra_conf=STAY_ROOT)
+    broker = start_broker(tmp_path / "mq")
     sub = None
     try:
         sub = Subscriber(broker.port, f"gatewatch/v1/{GATE}/{UNIT}/+")

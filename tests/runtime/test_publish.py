@@ -14,7 +14,7 @@ from edge.outbox import Outbox
 from edge.runtime import EdgeRuntime
 from tests.fixtures.mosquitto import Broker, add_user, start_broker
 from tests.fixtures.procs import wait_for
-from tests.runtime.helpers import GATE, STAY_ROOT, UNIT, FakePipeline, Subscriber, make_records, unit_config
+from tests.runtime.helpers import GATE, UNIT, FakePipeline, Subscriber, make_records, unit_config
 from wire.payloads import AlertMessage, CrossingEvent, EventMessage, StatusMessage, UnitState, VehicleClass
 
 UNIT_TOPICS = f"gatewatch/v1/{GATE}/{UNIT}/+"
@@ -84,7 +84,7 @@ def test_wrong_password_is_one_clear_error_retried_with_backoff_and_records_kept
 ) -> None:
     passwd = tmp_path / "passwd"
     add_user(passwd, "unit1", "right-password")
-    broker = start_broker(tmp_path / "mq", extra_conf=f"{STAY_ROOT}password_file {passwd}\n", anonymous=False)
+    broker = start_broker(tmp_path / "mq", extra_conf=f"password_file {passwd}\n", anonymous=False)
     monkeypatch.setenv("GATEWATCH_MQTT_PASSWORD", "wrong-password")
     try:
         cfg = unit_config(tmp_path, broker.port, mqtt={"username": "unit1"})
@@ -153,7 +153,7 @@ def test_backlog_drains_in_order_at_the_configured_rate(mosquitto: Broker, tmp_p
 
 def test_a_file_that_ends_before_the_broker_is_up_is_still_delivered(tmp_path: Path) -> None:
     """`gatewatch edge` on a short clip: the source is done before the first CONNACK."""
-    broker = start_broker(tmp_path / "mq", extra_conf=STAY_ROOT)
+    broker = start_broker(tmp_path / "mq")
     sub = Subscriber(broker.port, f"gatewatch/v1/{GATE}/{UNIT}/counts")
     try:
         broker.stop()

@@ -12,7 +12,7 @@ from edge.publisher import LinkState
 from edge.runtime import EdgeRuntime
 from tests.fixtures.mosquitto import start_broker
 from tests.fixtures.procs import free_port, require_binary, wait_for
-from tests.runtime.helpers import GATE, STAY_ROOT, UNIT, FakePipeline, Subscriber, make_records, unit_config
+from tests.runtime.helpers import GATE, UNIT, FakePipeline, Subscriber, make_records, unit_config
 
 
 def make_ca(openssl: str, tmp: Path, name: str) -> tuple[Path, Path]:
@@ -41,7 +41,7 @@ def test_tls_with_the_right_ca_publishes_and_with_a_wrong_ca_keeps_records(tmp_p
     plain = free_port()  # the test subscriber listens in the clear on a second listener
     broker = start_broker(
         tmp_path / "mq",
-        extra_conf=f"{STAY_ROOT}cafile {ca_crt}\ncertfile {srv_crt}\nkeyfile {srv_key}\nlistener {plain} 127.0.0.1\n",
+        extra_conf=f"cafile {ca_crt}\ncertfile {srv_crt}\nkeyfile {srv_key}\nlistener {plain} 127.0.0.1\n",
     )
     sub = Subscriber(plain, f"gatewatch/v1/{GATE}/{UNIT}/counts")
     try:

@@ -116,8 +116,7 @@ def test_broker_password_from_env_works_and_is_never_logged(tmp_path: Path, infl
     broker_dir.mkdir()
     add_user(broker_dir / "passwd", "gw-server", secret)
     add_user(broker_dir / "passwd", "edge", "edge-pw")
-    stay_root = "user root\n" if os.geteuid() == 0 else ""
-    broker = start_broker(broker_dir, f"password_file {broker_dir / 'passwd'}\n{stay_root}", anonymous=False)
+    broker = start_broker(broker_dir, f"password_file {broker_dir / 'passwd'}\n", anonymous=False)
     try:
         cfg = write_config(tmp_path, broker.port, influxd.url, log_level="DEBUG",
                            mqtt={"host": "127.0.0.1", "port": broker.port, "username": "gw-server",
