@@ -19,7 +19,9 @@ from tqdm import tqdm
 
 from edge.config import ModelConfig
 from edge.evaluation import EvalResult, read_ground_truth
-from edge.paths import default_model, footage_dir
+from edge.paths import default_model, footage_dir, models_dir
+
+TFLITE_IMGSZ = 640
 
 
 @dataclass
@@ -48,7 +50,14 @@ def _run_one(fmt: str, imgsz: int, stride: int, clips: list[str], export_dir: st
 
     torch.set_num_threads(max(1, torch.get_num_threads()))
     try:
-        path = export_model(default_model(), fmt, imgsz, Path(export_dir))
+        if fmt == "tflite":
+            # the shared int8 TFLite export (fixed 640 input); exporting TFLite here would need TensorFlow
+            path = models_dir() / "yolov8n_int8.tflite"
+            if imgsz != TFLITE_IMGSZ:
+                queue.put(("error", f"tflite@{imgsz}: the int8 TFLite model has a fixed {TFLITE_IMGSZ} input"))
+                return
+        else:
+            path = export_model(default_model(), fmt, imgsz, Path(export_dir))
         cfg = ModelConfig(path=path, imgsz=imgsz, vid_stride=stride)
         folder = footage_dir()
         rows = [r for r in read_ground_truth(folder / "ground_truth.csv") if r.video in clips]

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from edge.paths import default_model, footage_dir
+from edge.paths import default_model, footage_dir, models_dir
 
 
 def _missing(what: str) -> None:
@@ -25,8 +25,9 @@ def footage(name: str | None = None) -> Path:
     return folder / name if name else folder
 
 
-def model() -> Path:
-    path = default_model()
+def model(name: str | None = None) -> Path:
+    """The default model, or another file from the shared models folder."""
+    path = models_dir() / name if name else default_model()
     if not path.exists():
         _missing(str(path))
     return path
