@@ -128,7 +128,6 @@ class LaneSignal:
     def show(self, light: LaneLight) -> None:
         if light == self.showing:
             return
-        self.showing = light
         self.lights.off()
         if light == LaneLight.GREEN:
             self.lights.green.on()
@@ -138,6 +137,8 @@ class LaneSignal:
             self.lights.amber.on()
         else:
             self.lights.amber.blink(on_time=self.UNKNOWN_BLINK_S, off_time=self.UNKNOWN_BLINK_S)
+        # only now: whoever reads `showing` (health, tests) sees what the pins really show
+        self.showing = light
 
     def close(self) -> None:
         self.lights.close()
