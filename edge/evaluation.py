@@ -166,6 +166,8 @@ def run_eval(
 
 
 def print_results(results: list[EvalResult], console: Console) -> None:
+    if not console.is_terminal:
+        console.width = 160  # logs want whole clip names, not an 80-column squeeze
     table = Table(title="counted vs hand-counted")
     for col in ("clip", "direction", "counted", "hand", "tol", "ok", "car", "truck", "bus", "motorbike"):
         table.add_column(col)
