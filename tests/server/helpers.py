@@ -152,6 +152,14 @@ class Publisher:
         self.client.loop_stop()
 
 
+def publish_all(port: int, messages: Iterable[Any]) -> None:
+    """Publish every message at QoS 1, as one edge unit would, and wait for every PUBACK."""
+    pub = Publisher(port)
+    for m in messages:
+        pub.send_message(m)
+    pub.close()
+
+
 class Listener:
     """A QoS 1 subscriber with a persistent session, recording (topic, payload, retain)."""
 

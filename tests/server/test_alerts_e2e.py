@@ -8,7 +8,7 @@ from datetime import timedelta
 from pathlib import Path
 
 from server.app import Server, running
-from tests.server.helpers import BASE, GATE, Listener, Publisher, counts_message, server_config, wait_until
+from tests.server.helpers import BASE, GATE, Listener, Publisher, counts_message, publish_all, server_config, wait_until
 from wire.payloads import AlertLevel, AlertMessage
 
 # queue per 10 s window: builds up, hovers around the thresholds, drains
@@ -27,10 +27,7 @@ def test_congested_lane_raises_and_clears_once(tmp_path: Path, mosquitto, influx
     messages = [counts_message("u1", "l1", i, queue=q, crossings=3) for i, q in enumerate(QUEUES)]
     with running(cfg) as server:
         assert server.subscriber.connected.wait(10)
-        pub = Publisher(mosquitto.port)
-        for m in messages:
-            pub.send_message(m)
-        pub.close()
+        publish_all(mosquitto.port, messages)
         wait_until(lambda: server.health.stored >= len(messages), 30, "records stored")
     # the threshold is first met by window 3 (queue 9) and held through window 4: raised at window 4's end
     raise_at = BASE + timedelta(seconds=50)
@@ -94,10 +91,7 @@ def test_a_restarted_server_keeps_a_raised_alert_instead_of_flashing_green(tmp_p
     for batch in (first, later):  # one server run per batch
         with running(cfg) as server:
             assert server.subscriber.connected.wait(10)
-            pub = Publisher(mosquitto.port)
-            for m in batch:
-                pub.send_message(m)
-            pub.close()
+            publish_all(mosquitto.port, batch)
 
             def all_stored(s: Server = server, n: int = len(batch)) -> bool:
                 return s.health.stored >= n

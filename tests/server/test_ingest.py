@@ -14,10 +14,10 @@ from tests.server.helpers import (
     BASE,
     GATE,
     Listener,
-    Publisher,
     counts_message,
     expected_counts,
     influx_counts,
+    publish_all,
     server_config,
     victoria_counts,
     wait_until,
@@ -55,10 +55,7 @@ def test_counts_stored_exactly_influx_v1(tmp_path: Path, mosquitto, influxd) -> 
     cfg = server_config(tmp_path, mosquitto.port, influxd.url)
     with running(cfg) as server:
         assert server.subscriber.connected.wait(10)
-        pub = Publisher(mosquitto.port)
-        for m in messages:
-            pub.send_message(m)
-        pub.close()
+        publish_all(mosquitto.port, messages)
         wait_until(lambda: server.health.stored >= len(messages), 30, "all messages stored")
         # server health: on MQTT (retained) and in InfluxDB
         wait_until(lambda: any(r["stored"] >= len(messages) for r in _health_rows(influxd)), 10, "server health")
@@ -80,10 +77,7 @@ def test_counts_stored_exactly_v2_victoria(tmp_path: Path, mosquitto, victoria) 
     cfg = server_config(tmp_path, mosquitto.port, victoria.url, api="v2")
     with running(cfg) as server:
         assert server.subscriber.connected.wait(10)
-        pub = Publisher(mosquitto.port)
-        for m in messages:
-            pub.send_message(m)
-        pub.close()
+        publish_all(mosquitto.port, messages)
         wait_until(lambda: server.health.stored >= len(messages), 30, "all messages stored")
     wait_until(lambda: victoria_counts(victoria) == want, 10, "victoria-metrics to hold every count")
 
@@ -104,10 +98,7 @@ def test_status_health_and_events_are_stored_and_drive_unit_alerts(tmp_path: Pat
     alerts = Listener(mosquitto.port, f"gatewatch/v1/{GATE}/l1/alert", "alert-watch")
     with running(cfg) as server:
         assert server.subscriber.connected.wait(10)
-        pub = Publisher(mosquitto.port)
-        for m in messages:
-            pub.send_message(m)
-        pub.close()
+        publish_all(mosquitto.port, messages)
         wait_until(lambda: server.health.stored >= len(messages), 30, "all messages stored")
     status = influxd.rows("SELECT * FROM unit_status")
     assert [(r["state"], r["online"], r["unit"]) for r in status] == [("online", True, "u1"), ("offline", False, "u1")]
@@ -135,10 +126,7 @@ def test_shared_subscription_splits_the_stream_between_two_servers(tmp_path: Pat
     with running(a) as sa, running(b) as sb:
         assert sa.subscriber.connected.wait(10) and sb.subscriber.connected.wait(10)
         time.sleep(0.5)  # both SUBACKs
-        pub = Publisher(mosquitto.port)
-        for m in messages:
-            pub.send_message(m)
-        pub.close()
+        publish_all(mosquitto.port, messages)
         wait_until(lambda: sa.health.stored + sb.health.stored >= len(messages), 30, "all messages stored")
         split = (sa.health.stored, sb.health.stored)
     assert sum(split) == len(messages)
