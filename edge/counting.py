@@ -112,9 +112,9 @@ class LaneCounter:
                 s.pending = None
         return sorted(out, key=lambda c: c.t)
 
-    def flush(self, t: float) -> list[Crossing]:
+    def flush(self) -> list[Crossing]:
         """Crossings still settling, e.g. at the end of a replayed file."""
-        return self._settle(t, force=True)
+        return self._settle(0.0, force=True)
 
     def _new_track(self, tid: int, x: float, y: float, t: float) -> TrackState:
         state = TrackState(tid, t, t, x, y)

@@ -100,10 +100,18 @@ class Pipeline:
                 snapshots[lane_id] = self.monitors[lane_id].update(
                     frame.t, counter.present(frame.t), lane_crossings
                 )
-        return self._account(frame.t, crossings, snapshots, dets, frame, t0)
+        self._report(crossings)
+        records = self.windows.add(frame.t, crossings, snapshots)
+        self.stats.total_s["counting"] += time.perf_counter() - t0
+        self.stats.frames += 1
+        elapsed = time.perf_counter() - self.stats.started
+        self.stats.fps = self.stats.frames / elapsed if elapsed > 0 else 0.0
+        if self.on_frame is not None:
+            self.on_frame(frame, dets, crossings, snapshots)
+        return records
 
-    def _account(self, t: float, crossings: list[Crossing], snapshots: dict[str, QueueSnapshot],
-                 dets: Detections | None, frame: Frame | None, t0: float) -> list[WindowRecord]:
+    def _report(self, crossings: list[Crossing]) -> None:
+        """Running totals and, if wanted, one event per crossing."""
         for c in crossings:
             key = (c.lane, c.vehicle_class.value, c.direction)
             self.totals[key] = self.totals.get(key, 0) + 1
@@ -118,16 +126,6 @@ class Pipeline:
                         wait_s=c.wait_s,
                     )
                 )
-        if frame is None or dets is None:  # end of stream: settle what is left, no frame to count
-            return self.windows.add_crossings(crossings)
-        records = self.windows.add(t, crossings, snapshots)
-        self.stats.total_s["counting"] += time.perf_counter() - t0
-        self.stats.frames += 1
-        elapsed = time.perf_counter() - self.stats.started
-        self.stats.fps = self.stats.frames / elapsed if elapsed > 0 else 0.0
-        if self.on_frame is not None:
-            self.on_frame(frame, dets, crossings, snapshots)
-        return records
 
     def records(self) -> Iterator[WindowRecord]:
         """Window records as their windows close; at the end of a file, the last partial one."""
@@ -137,10 +135,10 @@ class Pipeline:
             if frame is None:
                 break
             yield from self.process(frame)
-        if self.counters:
-            last = max((s.last_seen for c in self.counters.values() for s in c.tracks.values()), default=0.0)
-            pending = [x for c in self.counters.values() for x in c.flush(last)]
-            yield from self._account(last, pending, {}, None, None, time.perf_counter())
+        # end of stream: crossings still settling their class go into the windows they happened in
+        pending = [c for counter in self.counters.values() for c in counter.flush()]
+        self._report(pending)
+        self.windows.add_crossings(pending)
         yield from self.windows.flush()
 
     def close(self) -> None:

@@ -104,7 +104,7 @@ class WindowAggregator:
             lw.last = snap
         return self.advance(t)
 
-    def add_crossings(self, crossings: list[Crossing]) -> list[WindowRecord]:
+    def add_crossings(self, crossings: list[Crossing]) -> None:
         """Put each crossing in the window in which it happened."""
         for c in crossings:
             if self._next is None:
@@ -115,7 +115,6 @@ class WindowAggregator:
             lw.counts[c.vehicle_class][c.direction] += 1
             if c.wait_s is not None:
                 lw.waits.append(c.wait_s)
-        return []
 
     def advance(self, now: float) -> list[WindowRecord]:
         """Close every window that ended `lateness_s` before `now`. Empty windows still yield

@@ -26,7 +26,7 @@ def run(frames: Sequence[Sequence[Obs]], lane_cfg: LaneConfig | None = None) -> 
     crossings = []
     for i, obs in enumerate(frames):
         crossings += counter.update(frame(obs), i / FPS)
-    crossings += counter.flush(len(frames) / FPS)  # the end of the clip settles the rest
+    crossings += counter.flush()  # the end of the clip settles the rest
     return [(c.direction, c.vehicle_class.value) for c in crossings]
 
 
@@ -116,7 +116,7 @@ def test_vertical_line_directions() -> None:
     got = []
     for i, x in enumerate(ramp(300, 700)):
         got += [c.direction for c in counter.update(frame([(1, x, 500)]), i / FPS)]
-    got += [c.direction for c in counter.flush(100.0)]
+    got += [c.direction for c in counter.flush()]
     assert got == ["right"]
 
 
@@ -132,7 +132,7 @@ def test_wait_from_queue_zone_entry_to_crossing() -> None:
     crossings = []
     for i, y in enumerate(ys):
         crossings += counter.update(frame([(1, 500, y)]), i / FPS)
-    crossings += counter.flush(100.0)
+    crossings += counter.flush()
     assert len(crossings) == 1
     wait = crossings[0].wait_s
     assert wait is not None
@@ -159,7 +159,7 @@ def test_state_stays_bounded_over_a_simulated_day() -> None:
             obs.append((tid, 100 + 40 * (tid % 5), 100 + age * 40))
         total += len(counter.update(frame(obs), float(second)))
         peak = max(peak, len(counter.tracks))
-    total += len(counter.flush(24 * 3600.0))
+    total += len(counter.flush())
     end = 24 * 3600 - 1
     crossed = sum(1 for born in range(0, 24 * 3600, 4) if end - born >= 12)  # past the band 12 s after entry
     assert total == crossed
