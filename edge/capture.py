@@ -88,26 +88,15 @@ class FileSource:
         if not 1.0 <= fps <= 240.0:
             log.warning("%s declares fps %.2f; assuming %.0f", self.path.name, fps, FALLBACK_FPS)
             fps = FALLBACK_FPS
-        self._fps = fps
+        self.fps = fps
         self.frame_count = int(self._cap.get(cv2.CAP_PROP_FRAME_COUNT) or 0)
         self.start, self.stride, self.realtime = start, stride, realtime
         self._sleep, self._clock = sleep, clock
         self._index = -1
         self._t0: float | None = None
-        self._decode_ms = 0.0
+        self.decode_ms = 0.0
+        self.state = CameraState.UP
         self._first = True
-
-    @property
-    def state(self) -> CameraState:
-        return CameraState.UP
-
-    @property
-    def fps(self) -> float:
-        return self._fps
-
-    @property
-    def decode_ms(self) -> float:
-        return self._decode_ms
 
     def read(self) -> Frame | None:
         t0 = time.perf_counter()
@@ -116,14 +105,14 @@ class FileSource:
                 return None
             self._index += 1
         ok, image = self._cap.read()
-        self._decode_ms = (time.perf_counter() - t0) * 1000
+        self.decode_ms = (time.perf_counter() - t0) * 1000
         if not ok or image is None:
             if self._first:
                 raise CaptureError(f"cannot read any frame from {self.path}")
             return None
         self._first = False
         self._index += 1
-        offset = self._index / self._fps
+        offset = self._index / self.fps
         if self.realtime:
             now = self._clock()
             if self._t0 is None:
@@ -151,12 +140,12 @@ class LiveSource:
         self._opener = opener or self._open_cv
         self._clock, self._sleep = clock, sleep
         self._cap: Any = None
-        self._state = CameraState.DOWN
+        self.state = CameraState.DOWN
         self._delay = cfg.reconnect_initial_s
         self._next_try = 0.0
         self._index = -1
-        self._fps = 0.0
-        self._decode_ms = 0.0
+        self.fps = 0.0
+        self.decode_ms = 0.0
         self.ever_opened = False
 
     def _open_cv(self) -> Any:
@@ -167,18 +156,6 @@ class LiveSource:
             cap.set(cv2.CAP_PROP_FRAME_HEIGHT, self.cfg.height)
         return cap
 
-    @property
-    def state(self) -> CameraState:
-        return self._state
-
-    @property
-    def fps(self) -> float:
-        return self._fps
-
-    @property
-    def decode_ms(self) -> float:
-        return self._decode_ms
-
     def _try_open(self) -> bool:
         now = self._clock()
         if now < self._next_try:
@@ -187,16 +164,16 @@ class LiveSource:
         cap = self._opener()
         if cap is not None and cap.isOpened():
             self._cap = cap
-            self._state = CameraState.UP
+            self.state = CameraState.UP
             self._delay = self.cfg.reconnect_initial_s
             self.ever_opened = True
             fps = float(cap.get(cv2.CAP_PROP_FPS) or 0.0)
-            self._fps = fps if 1 <= fps <= 240 else FALLBACK_FPS
+            self.fps = fps if 1 <= fps <= 240 else FALLBACK_FPS
             log.info("camera %s opened", self._describe())
             return True
         if cap is not None:
             cap.release()
-        self._state = CameraState.RECONNECTING if self.ever_opened else CameraState.DOWN
+        self.state = CameraState.RECONNECTING if self.ever_opened else CameraState.DOWN
         log.warning("camera %s not available; retrying in %.1fs", self._describe(), self._delay)
         self._next_try = now + self._delay
         self._delay = min(self._delay * 2, self.cfg.reconnect_max_s)
@@ -210,12 +187,12 @@ class LiveSource:
             return Frame(self._clock(), self._index, None)
         t0 = time.perf_counter()
         ok, image = self._cap.read()
-        self._decode_ms = (time.perf_counter() - t0) * 1000
+        self.decode_ms = (time.perf_counter() - t0) * 1000
         if not ok or image is None:
             log.warning("camera %s dropped; reconnecting", self._describe())
             self._cap.release()
             self._cap = None
-            self._state = CameraState.RECONNECTING
+            self.state = CameraState.RECONNECTING
             return Frame(self._clock(), self._index, None)
         self._index += 1
         return Frame(self._clock(), self._index, cast(Image, image))
@@ -250,24 +227,14 @@ class PiCameraSource:
         self._cam.start()
         self._clock = clock
         self._index = -1
-        self._decode_ms = 0.0
-
-    @property
-    def state(self) -> CameraState:
-        return CameraState.UP
-
-    @property
-    def fps(self) -> float:
-        return 30.0
-
-    @property
-    def decode_ms(self) -> float:
-        return self._decode_ms
+        self.decode_ms = 0.0
+        self.state = CameraState.UP
+        self.fps = 30.0
 
     def read(self) -> Frame | None:
         t0 = time.perf_counter()
         image = self._cam.capture_array()
-        self._decode_ms = (time.perf_counter() - t0) * 1000
+        self.decode_ms = (time.perf_counter() - t0) * 1000
         self._index += 1
         return Frame(self._clock(), self._index, cast(Image, image))
 
