@@ -9,6 +9,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+import cv2
 import numpy as np
 
 from edge.config import LineConfig, Point
@@ -67,17 +68,7 @@ class Zone:
     """A queue-zone polygon in pixels."""
 
     def __init__(self, points: list[Point], width: int, height: int) -> None:
-        self.poly = np.array([(x * width, y * height) for x, y in points], dtype=np.float64)
+        self.poly = np.array([(x * width, y * height) for x, y in points], dtype=np.float32).reshape(-1, 1, 2)
 
     def contains(self, x: float, y: float) -> bool:
-        # even-odd ray casting; polygons are small (a handful of vertices)
-        inside = False
-        pts = self.poly
-        j = len(pts) - 1
-        for i in range(len(pts)):
-            xi, yi = pts[i]
-            xj, yj = pts[j]
-            if (yi > y) != (yj > y) and x < (xj - xi) * (y - yi) / (yj - yi) + xi:
-                inside = not inside
-            j = i
-        return inside
+        return cv2.pointPolygonTest(self.poly, (x, y), False) >= 0
