@@ -8,7 +8,6 @@ in journald, where a traceback buries the one line that matters.
 from __future__ import annotations
 
 import logging
-import sys
 from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
@@ -16,6 +15,7 @@ from typing import Annotated, TypeVar
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from edge import EdgeError
@@ -27,15 +27,18 @@ err_console = Console(stderr=True)
 
 
 def fail(message: str, code: int = 2) -> typer.Exit:
-    err_console.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
+    # escaped: a path or URL in the message must not be read as rich markup
+    err_console.print(f"[bold red]error:[/] {escape(message)}", highlight=False, soft_wrap=True)
     return typer.Exit(code)
 
 
-def guarded(fn: Callable[[], T]) -> T:
-    """Run a command body, printing expected errors as one line instead of a traceback."""
+def guarded(fn: Callable[[], T], expected: tuple[type[Exception], ...] = ()) -> T:
+    """Run a command body, printing expected errors (EdgeError and `expected`) as one line
+    instead of a traceback."""
+    catch: tuple[type[Exception], ...] = (EdgeError, *expected)
     try:
         return fn()
-    except EdgeError as exc:
+    except catch as exc:
         raise fail(str(exc)) from None
     except KeyboardInterrupt:
         raise fail("interrupted", 130) from None
@@ -198,6 +201,3 @@ def summary_table(totals: dict[tuple[str, str, str], int], title: str) -> Table:
     table.add_row("all", "", "", str(sum(totals.values())), style="bold")
     return table
 
-
-if __name__ == "__main__":  # pragma: no cover
-    sys.exit("run `gatewatch`")

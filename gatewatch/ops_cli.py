@@ -16,9 +16,10 @@ import typer
 from rich.console import Console
 from rich.markup import escape
 
+from edge.cli import guarded
+
 T = TypeVar("T")
 console = Console(highlight=False)
-err_console = Console(stderr=True, highlight=False)
 
 StateDir = Annotated[
     Path,
@@ -27,17 +28,10 @@ StateDir = Annotated[
 
 
 def _guarded(fn: Callable[[], T]) -> T:
-    from edge import EdgeError
+    """The edge commands' guard, with provisioning failures also printed as one line."""
     from gatewatch.provision import ProvisionError
 
-    try:
-        return fn()
-    except (ProvisionError, EdgeError) as exc:
-        err_console.print(f"[bold red]error:[/] {escape(str(exc))}", soft_wrap=True)
-        raise typer.Exit(2) from None
-    except KeyboardInterrupt:
-        err_console.print("[bold red]error:[/] interrupted")
-        raise typer.Exit(130) from None
+    return guarded(fn, (ProvisionError,))
 
 
 def _print_report(lines: list[str], changed: bool) -> None:
