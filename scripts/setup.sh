@@ -3,8 +3,11 @@
 # the real services the tests start (mosquitto, influxd, victoria-metrics), and a Python
 # virtual environment with torch, ultralytics and the project.
 #
-# The venv is cached outside the checkout, keyed by a hash of the dependency spec, so a fresh
-# clone reuses it; it is built when missing. `.venv` in the checkout links to it.
+# The heavy packages live in a venv cached outside the checkout, keyed by a hash of the dependency
+# spec, so a fresh clone reuses it; it is built when missing. The project itself is never installed
+# there: `.venv` in each checkout is a thin venv of its own that sees the cached packages through a
+# .pth file and this checkout's code before anything else, so two clones (or a CI clone beside a
+# working tree) each run their own code.
 set -euo pipefail
 
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -45,13 +48,37 @@ if [ ! -x "$venv/bin/python" ] || [ ! -f "$venv/.complete" ]; then
   "$python" -m venv "$venv"
   "$venv/bin/pip" install -q --upgrade pip "setuptools>=68" wheel
   "$venv/bin/pip" install -q "${torch_pins[@]}"
-  # install the dependencies (not the project: the checkout changes, the venv is shared)
+  # the dependencies only: the project stays out of the shared venv (see the top of this file)
   "$venv/bin/pip" install -q ".[dev,export]"
   "$venv/bin/pip" uninstall -q -y gatewatch
   touch "$venv/.complete"
 else
   log "reusing venv $venv"
 fi
-"$venv/bin/pip" install -q --no-deps --no-build-isolation -e .
-ln -sfn "$venv" .venv
-log "ready: $(.venv/bin/python -c 'import torch, ultralytics; print("torch", torch.__version__, "ultralytics", ultralytics.__version__)')"
+# A venv cached by an older setup may still hold an editable install of some checkout: remove it.
+if "$venv/bin/python" -m pip show -q gatewatch >/dev/null 2>&1; then
+  "$venv/bin/pip" uninstall -q -y gatewatch
+fi
+
+# This checkout's own thin venv.
+[ -L .venv ] && rm .venv  # older setups linked .venv to the shared venv
+if [ ! -x .venv/bin/python ]; then
+  "$python" -m venv --without-pip .venv
+fi
+site="$(.venv/bin/python -c 'import sysconfig; print(sysconfig.get_path("purelib"))')"
+shared_site="$("$venv/bin/python" -c 'import sysconfig; print(sysconfig.get_path("purelib"))')"
+cat > "$site/gatewatch-checkout.pth" <<PTH
+$here
+import site; site.addsitedir("$shared_site")
+PTH
+# entry points that run this checkout's code with this checkout's interpreter
+write_launcher() {  # write_launcher NAME PYTHON-CODE
+  printf '#!%s\n%s\n' "$here/.venv/bin/python" "$2" > ".venv/bin/$1"
+  chmod +x ".venv/bin/$1"
+}
+write_launcher gatewatch "from gatewatch.cli import main; main()"
+for tool in pytest mypy; do
+  write_launcher "$tool" "import runpy, sys; sys.argv[0] = '$tool'; runpy.run_module('$tool', run_name='__main__', alter_sys=True)"
+done
+ln -sfn "$venv/bin/ruff" .venv/bin/ruff  # a native binary: nothing of the checkout's to run
+log "ready: $(.venv/bin/python -c 'import torch, ultralytics, gatewatch; print("torch", torch.__version__, "ultralytics", ultralytics.__version__, "code", gatewatch.__path__[0])')"
