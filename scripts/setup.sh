@@ -37,7 +37,11 @@ esac
 
 python="${PYTHON:-python3.11}"
 command -v "$python" >/dev/null || python=python3
-key="$( (cat pyproject.toml; printf '%s\n' "${torch_pins[@]}"; "$python" --version) | sha256sum | cut -c1-16)"
+# keyed by what is installed (the dependency lists, the torch pins, the interpreter), not by the whole
+# pyproject.toml: a change to lint or package settings must not rebuild gigabytes of packages
+deps="$("$python" -c 'import json, tomllib; p = tomllib.load(open("pyproject.toml", "rb"))["project"]
+print(json.dumps([p["dependencies"], p.get("optional-dependencies", {})], sort_keys=True))')"
+key="$( (printf '%s\n' "$deps" "${torch_pins[@]}"; "$python" --version) | sha256sum | cut -c1-16)"
 cache="${GATEWATCH_VENV_CACHE:-$HOME/.cache/gatewatch/venvs}"
 venv="$cache/$key"
 
