@@ -74,7 +74,7 @@ def replay(
     _setup_logging(verbose)
 
     def body() -> None:
-        from edge.replay import run_replay
+        from edge.devtools.replay import run_replay
 
         cfg = load_replay_config(video, config, model, start, realtime)
         if validate_config:
@@ -92,7 +92,7 @@ def load_replay_config(
     from datetime import UTC
 
     from edge.config import load_config
-    from edge.defaults import default_config
+    from edge.devtools.defaults import default_config
 
     cfg = load_config(config) if config else default_config(video)
     if start is not None and start.tzinfo is None:
@@ -120,7 +120,7 @@ def evaluate_cmd(
     _setup_logging(verbose)
 
     def body() -> None:
-        from edge.evaluation import print_results, run_eval
+        from edge.devtools.evaluation import print_results, run_eval
 
         results = run_eval(footage, model, imgsz, stride, console)
         print_results(results, console)
@@ -149,8 +149,8 @@ def bench_cmd(
     _setup_logging(verbose)
 
     def body() -> None:
-        from edge.bench import run_bench
-        from edge.export import default_export_dir
+        from edge.devtools.bench import run_bench
+        from edge.devtools.export import default_export_dir
 
         run_bench(
             clip,
@@ -184,9 +184,9 @@ def register(app: typer.Typer) -> None:
     app.command("bench")(bench_cmd)
     app.command("validate-config")(validate_config_cmd)
     try:
-        from edge.cli_runtime import register_runtime
+        from edge.service.cli import register_runtime
     except ModuleNotFoundError as exc:  # the runtime module is optional only while it is being built
-        if exc.name != "edge.cli_runtime":
+        if exc.name != "edge.service.cli":
             raise
     else:
         register_runtime(app)

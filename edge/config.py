@@ -145,7 +145,7 @@ class ModelConfig(_Strict):
     )
     tracker: str = Field(
         "gate_bytetrack.yaml", title="Tracker config",
-        description="ultralytics tracker yaml: a file in edge/trackers, an ultralytics name, or a path",
+        description="ultralytics tracker yaml: a file in edge/stages/trackers, an ultralytics name, or a path",
     )
     vid_stride: int = Field(1, ge=1, le=10, title="Frame stride", description="process every n-th frame")
     max_box_share: float = Field(

@@ -12,13 +12,13 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
-from edge.capture import Frame, FrameSource, open_source
 from edge.config import UnitConfig
-from edge.counting import Crossing, LaneCounter
-from edge.detections import Detections
-from edge.detector import Tracker
-from edge.queues import QueueMonitor, QueueSnapshot
-from edge.windows import WindowAggregator, window_floor
+from edge.stages.capture import Frame, FrameSource, open_source
+from edge.stages.counting import Crossing, LaneCounter
+from edge.stages.detections import Detections
+from edge.stages.detector import Tracker
+from edge.stages.queues import QueueMonitor, QueueSnapshot
+from edge.stages.windows import WindowAggregator, window_floor
 from wire.payloads import CameraState, CrossingEvent, WindowRecord
 
 log = logging.getLogger(__name__)
@@ -163,7 +163,7 @@ def build_pipeline(
 ) -> Pipeline:
     """Wire the real source and the real ultralytics tracker unless others are injected."""
     if tracker is None:
-        from edge.detector import UltralyticsTracker
+        from edge.stages.detector import UltralyticsTracker
 
         tracker = UltralyticsTracker(cfg.model)
     if source is None:

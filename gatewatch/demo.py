@@ -35,9 +35,9 @@ from rich.live import Live
 from rich.table import Table
 
 from edge import EdgeError
-from edge.evaluation import read_ground_truth
-from edge.geometry import side_names
+from edge.devtools.evaluation import read_ground_truth
 from edge.paths import default_model, footage_dir
+from edge.stages.geometry import side_names
 from gatewatch.provision import server_acl, unit_acl, unit_username
 from wire.errors import WireError
 from wire.payloads import AlertMessage, CountsMessage, decode_message

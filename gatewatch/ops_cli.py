@@ -117,7 +117,7 @@ def calibrate_cmd(
     """Write one camera frame with the config's lanes, lines, bands and queue zones drawn on it."""
 
     def body() -> None:
-        from edge.calibrate import calibrate
+        from edge.devtools.calibrate import calibrate
 
         path = calibrate(config, out, video=video, at_s=at, grid=grid)
         console.print(f"wrote {path}")

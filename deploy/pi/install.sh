@@ -82,7 +82,7 @@ weights_sha="$(manifest_field sha256_official)"
 [[ "$weights_sha" =~ ^[0-9a-f]{64}$ ]] || die "no sha256_official for $model_name in $manifest"
 if [ -z "$weights_name" ] || [ -z "$weights_url" ]; then die "no file/source for $model_name in $manifest"; fi
 weights="$models/$weights_name"
-# edge/export.py names its output <stem>-<sha8>-vehicles-<imgsz>_ncnn_model; unit.yaml names the link
+# edge/devtools/export.py names its output <stem>-<sha8>-vehicles-<imgsz>_ncnn_model; unit.yaml names the link
 ncnn_dir="$models/${weights_name%.*}-${weights_sha:0:8}-vehicles-${imgsz}_ncnn_model"
 ncnn_link="$models/${weights_name%.*}-vehicles-${imgsz}_ncnn_model"
 
@@ -200,9 +200,9 @@ fi
 # -- 8. NCNN export, once -------------------------------------------------------------------------
 export_ncnn() {
   local out
-  # edge.export prints the exported path last (ultralytics may log to stdout before it)
+  # edge.devtools.export prints the exported path last (ultralytics may log to stdout before it)
   out="$(GATEWATCH_EXPORT_DIR="$models" YOLO_CONFIG_DIR="$state/ultralytics" \
-    "$venv/bin/python" -m edge.export "$weights" ncnn "$imgsz" | tail -n 1)"
+    "$venv/bin/python" -m edge.devtools.export "$weights" ncnn "$imgsz" | tail -n 1)"
   [ "$out" = "$ncnn_dir" ] || die "export wrote $out, expected $ncnn_dir"
 }
 if [ -d "$ncnn_dir" ]; then ok "NCNN export $ncnn_dir"; else

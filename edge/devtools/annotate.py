@@ -8,11 +8,11 @@ import cv2
 import numpy as np
 
 from edge import EdgeError
-from edge.capture import Frame
 from edge.config import UnitConfig
-from edge.counting import Crossing
-from edge.detections import Detections
-from edge.queues import QueueSnapshot
+from edge.stages.capture import Frame
+from edge.stages.counting import Crossing
+from edge.stages.detections import Detections
+from edge.stages.queues import QueueSnapshot
 
 COLOURS = {"truck": (0, 140, 255), "bus": (255, 0, 255), "car": (0, 220, 0), "motorbike": (255, 200, 0)}
 

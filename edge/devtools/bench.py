@@ -18,7 +18,7 @@ from rich.table import Table
 from tqdm import tqdm
 
 from edge.config import ModelConfig
-from edge.evaluation import EvalResult, read_ground_truth
+from edge.devtools.evaluation import EvalResult, read_ground_truth
 from edge.paths import default_model, footage_dir, models_dir
 
 TFLITE_IMGSZ = 640
@@ -44,9 +44,9 @@ class BenchRow:
 def _run_one(fmt: str, imgsz: int, stride: int, clips: list[str], export_dir: str, queue: mp.Queue) -> None:  # type: ignore[type-arg]
     import torch
 
-    from edge.detector import UltralyticsTracker
-    from edge.evaluation import evaluate
-    from edge.export import export_model
+    from edge.devtools.evaluation import evaluate
+    from edge.devtools.export import export_model
+    from edge.stages.detector import UltralyticsTracker
 
     torch.set_num_threads(max(1, torch.get_num_threads()))
     try:

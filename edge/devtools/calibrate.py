@@ -1,7 +1,7 @@
 """Lane calibration: one real camera frame with the config's lanes drawn on it, as a PNG.
 
 An installer on a ladder at the gate cannot judge normalised coordinates in a YAML file; they can
-judge a picture. This draws exactly what the counter uses (edge.annotate.draw_lanes: line, its
+judge a picture. This draws exactly what the counter uses (edge.devtools.annotate.draw_lanes: line, its
 tolerance band, queue zone), on a frame from the unit's own camera, over a 0.1 grid to read new
 coordinates from. Lanes are drawn opaque (not blended as in the annotated video) so the PNG
 shows the line's true pixels.
@@ -15,9 +15,9 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from edge.annotate import draw_lanes
-from edge.capture import CaptureError, FileSource, Image, LiveSource, open_source
 from edge.config import UnitConfig, load_config
+from edge.devtools.annotate import draw_lanes
+from edge.stages.capture import CaptureError, FileSource, Image, LiveSource, open_source
 
 GRID_COLOUR = (160, 160, 160)
 #: colours draw_lanes uses for lines and labels (red) and queue zones (cyan), BGR

@@ -16,11 +16,11 @@ from rich.table import Table
 from tqdm import tqdm
 
 from edge import EdgeError
-from edge.capture import FileSource
 from edge.config import CountingConfig, LaneConfig, LineConfig, ModelConfig, SourceConfig, UnitConfig
-from edge.detector import Tracker
-from edge.geometry import side_names
 from edge.pipeline import Pipeline
+from edge.stages.capture import FileSource
+from edge.stages.detector import Tracker
+from edge.stages.geometry import side_names
 from wire.payloads import VehicleClass
 
 CLASSES = (VehicleClass.CAR, VehicleClass.TRUCK, VehicleClass.BUS, VehicleClass.MOTORBIKE)
@@ -141,8 +141,8 @@ def run_eval(
     footage: Path | None, model: Path | None, imgsz: int | None, stride: int | None, console: Console
 ) -> list[EvalResult]:
     """The `gatewatch eval` body: default model, shared footage, a progress bar over all clips."""
-    from edge.detector import UltralyticsTracker
     from edge.paths import default_model, footage_dir
+    from edge.stages.detector import UltralyticsTracker
 
     folder = footage or footage_dir()
     rows = read_ground_truth(folder / "ground_truth.csv")

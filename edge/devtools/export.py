@@ -14,7 +14,7 @@ from pathlib import Path
 
 from edge import EdgeError
 from edge.config import DEFAULT_CLASS_MAP
-from edge.detector import check_model_path, restrict_head
+from edge.stages.detector import check_model_path, restrict_head
 
 log = logging.getLogger(__name__)
 FORMATS = {"pt": None, "onnx": ".onnx", "ncnn": "_ncnn_model", "tflite": ".tflite", "openvino": "_openvino_model"}
@@ -70,7 +70,7 @@ def main() -> None:
     import sys
 
     if len(sys.argv) != 4:
-        sys.exit("usage: python -m edge.export WEIGHTS FORMAT IMGSZ")
+        sys.exit("usage: python -m edge.devtools.export WEIGHTS FORMAT IMGSZ")
     try:
         print(export_model(Path(sys.argv[1]), sys.argv[2], int(sys.argv[3])))
     except EdgeError as exc:

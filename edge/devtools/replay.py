@@ -8,11 +8,11 @@ from typing import Any
 from rich.console import Console
 from tqdm import tqdm
 
-from edge.annotate import VideoAnnotator
-from edge.capture import FileSource, LiveSource
 from edge.config import UnitConfig
+from edge.devtools.annotate import VideoAnnotator
+from edge.devtools.records_io import RecordWriter
 from edge.pipeline import Pipeline, build_pipeline
-from edge.records_io import RecordWriter
+from edge.stages.capture import FileSource, LiveSource
 from wire.payloads import WindowRecord
 
 

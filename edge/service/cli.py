@@ -22,7 +22,7 @@ import typer
 from edge import EdgeError
 from edge.config import ConfigError, UnitConfig, load_config
 
-log = logging.getLogger("edge.runtime")
+log = logging.getLogger("edge.service.runtime")
 
 EXIT_CONFIG = 2
 EXIT_RUNTIME = 1
@@ -101,16 +101,16 @@ def serve(
     install_signals: bool = True,
 ) -> None:
     """Build the real runtime around `cfg` and run it until the source ends or SIGTERM/SIGINT."""
-    from edge.outbox import Outbox
-    from edge.runtime import EdgeRuntime, SdNotifier
+    from edge.service.outbox import Outbox
+    from edge.service.runtime import EdgeRuntime, SdNotifier
 
     outbox = Outbox(cfg.outbox.path, cfg.outbox.max_bytes)
     signals = loops = None
     if cfg.gpio.status_led is not None or cfg.gpio.lane_signals or cfg.gpio.loop_sensors:
         import time
 
-        from edge.loop_sensor import LoopSensors
-        from edge.signals import SignalBoard
+        from edge.service.loop_sensor import LoopSensors
+        from edge.service.signals import SignalBoard
 
         try:
             signals = SignalBoard(cfg.gpio, pin_factory=pin_factory, clock=time.time)

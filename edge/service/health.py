@@ -19,7 +19,7 @@ from pathlib import Path
 
 import psutil
 
-from edge.outbox import OutboxStats
+from edge.service.outbox import OutboxStats
 from wire.payloads import CameraState, HealthMessage
 
 log = logging.getLogger(__name__)

@@ -23,7 +23,7 @@ from collections.abc import Callable, Iterable
 from gpiozero import DigitalInputDevice
 
 from edge.config import LoopSensorConfig
-from edge.signals import PinFactory
+from edge.service.signals import PinFactory
 from wire.payloads import WindowRecord
 
 log = logging.getLogger(__name__)

@@ -33,7 +33,7 @@ from paho.mqtt.reasoncodes import ReasonCode
 
 from edge import EdgeError
 from edge.config import MqttConfig
-from edge.outbox import Outbox
+from edge.service.outbox import Outbox
 from wire.payloads import StatusMessage, UnitState, encode
 from wire.topics import Topic, TopicKind
 

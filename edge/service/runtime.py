@@ -29,11 +29,11 @@ from typing import Protocol, runtime_checkable
 
 from edge import EdgeError, __version__
 from edge.config import UnitConfig
-from edge.health import HealthSampler, PipelineFigures
-from edge.loop_sensor import LoopSensors
-from edge.outbox import Outbox
-from edge.publisher import Publisher
-from edge.signals import SignalBoard
+from edge.service.health import HealthSampler, PipelineFigures
+from edge.service.loop_sensor import LoopSensors
+from edge.service.outbox import Outbox
+from edge.service.publisher import Publisher
+from edge.service.signals import SignalBoard
 from wire.errors import WireError
 from wire.payloads import (
     AlertMessage,

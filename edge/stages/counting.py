@@ -18,8 +18,8 @@ import math
 from dataclasses import dataclass, field
 
 from edge.config import CountingConfig, LaneConfig
-from edge.detections import Detections, FloatArray
-from edge.geometry import LineGeometry, Zone
+from edge.stages.detections import Detections, FloatArray
+from edge.stages.geometry import LineGeometry, Zone
 from wire.payloads import VehicleClass
 
 #: how far past the segment ends a crossing still counts, as a share of the segment length

@@ -1,6 +1,6 @@
 """The one data type that travels between detection, tracking and counting.
 
-Only `edge.detector` knows ultralytics; everything downstream sees `Detections`, so the
+Only `edge.stages.detector` knows ultralytics; everything downstream sees `Detections`, so the
 counting logic can be tested with hand-made box sequences and the detector can be swapped.
 """
 

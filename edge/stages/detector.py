@@ -17,7 +17,7 @@ import numpy.typing as npt
 
 from edge import EdgeError
 from edge.config import ModelConfig
-from edge.detections import Detections, drop_implausible
+from edge.stages.detections import Detections, drop_implausible
 from wire.payloads import VehicleClass
 
 log = logging.getLogger(__name__)
@@ -98,7 +98,7 @@ TRACKERS_DIR = Path(__file__).resolve().parent / "trackers"
 
 
 def resolve_tracker(name: str) -> str:
-    """Our tuned tracker configs ship in edge/trackers; other names go to ultralytics as given."""
+    """Our tuned tracker configs ship in edge/stages/trackers; other names go to ultralytics as given."""
     ours = TRACKERS_DIR / name
     return str(ours) if ours.is_file() else name
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections import deque
 from dataclasses import dataclass
 
-from edge.counting import Crossing, TrackState
+from edge.stages.counting import Crossing, TrackState
 
 #: clearance rate is measured over this much recent time
 CLEARANCE_HORIZON_S = 300.0

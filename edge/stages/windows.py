@@ -14,8 +14,8 @@ from datetime import UTC, datetime
 
 import numpy as np
 
-from edge.counting import Crossing
-from edge.queues import QueueSnapshot
+from edge.stages.counting import Crossing
+from edge.stages.queues import QueueSnapshot
 from wire.payloads import QueueStats, VehicleClass, WindowRecord
 
 #: a gap between frames longer than this counts as camera down time

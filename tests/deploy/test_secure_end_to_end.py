@@ -22,8 +22,8 @@ import pytest
 import yaml
 
 from edge.config import UnitConfig, load_config
-from edge.outbox import Outbox
-from edge.runtime import EdgeRuntime
+from edge.service.outbox import Outbox
+from edge.service.runtime import EdgeRuntime
 from gatewatch.provision import SERVER_PASSWORD_ENV, UNIT_PASSWORD_ENV
 from server.config import MqttConfig
 from server.subscriber import Received, Subscriber

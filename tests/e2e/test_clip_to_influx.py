@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from edge.records_io import read_jsonl
+from edge.devtools.records_io import read_jsonl
 from tests import shared_data
 from tests.conftest import ROOT
 from tests.fixtures.influx import Influx1, Victoria

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from edge.config import CountingConfig, LaneConfig, LineConfig
-from edge.counting import LaneCounter
+from edge.stages.counting import LaneCounter
 from tests.edge.tracks import SIZE, Obs, frame, merge, path
 from wire.payloads import VehicleClass
 

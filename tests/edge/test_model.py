@@ -16,8 +16,8 @@ import cv2
 import pytest
 
 from edge.config import ModelConfig
-from edge.detector import UltralyticsTracker
-from edge.evaluation import EvalResult, TruthRow, evaluate, read_ground_truth
+from edge.devtools.evaluation import EvalResult, TruthRow, evaluate, read_ground_truth
+from edge.stages.detector import UltralyticsTracker
 from tests import shared_data
 from wire.payloads import VehicleClass
 
@@ -112,7 +112,7 @@ def test_replay_end_to_end(tmp_path: Path) -> None:
 def test_exports_count_the_same(fmt: str, tmp_path: Path) -> None:
     """The vehicle-only model exported to ONNX and NCNN (what a Pi runs) loads from a real path
     and counts the clip like the .pt model."""
-    from edge.export import export_model
+    from edge.devtools.export import export_model
 
     exported = export_model(shared_data.model(), fmt, 480, tmp_path)
     assert exported.exists() and exported.name.startswith("yolov8n-")

@@ -8,11 +8,11 @@ from datetime import UTC, datetime
 import numpy as np
 import pytest
 
-from edge.capture import Frame
 from edge.config import CountingConfig, LaneConfig, LineConfig, SourceConfig, UnitConfig
-from edge.detections import Detections
 from edge.pipeline import Pipeline
-from edge.windows import WindowAggregator, window_floor
+from edge.stages.capture import Frame
+from edge.stages.detections import Detections
+from edge.stages.windows import WindowAggregator, window_floor
 from tests.edge.tracks import SIZE, Obs, frame
 from wire.payloads import CameraState, VehicleClass
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from edge.detections import Detections
+from edge.stages.detections import Detections
 from wire.payloads import VehicleClass
 
 SIZE = (1000, 1000)

@@ -1,5 +1,5 @@
 """`python -m tests.runtime.edge_child CONFIG FIRST N INTERVAL HOLD`: the real service wiring
-(`edge.cli_runtime.serve`, signal handlers included) around a fake pipeline, for tests that
+(`edge.service.cli.serve`, signal handlers included) around a fake pipeline, for tests that
 kill or signal a real edge process."""
 
 from __future__ import annotations
@@ -7,8 +7,8 @@ from __future__ import annotations
 import sys
 from typing import Any
 
-from edge.cli_runtime import serve, setup_logging
 from edge.config import UnitConfig, load_config
+from edge.service.cli import serve, setup_logging
 from tests.runtime.helpers import FakePipeline, make_records
 
 

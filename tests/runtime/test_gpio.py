@@ -13,10 +13,10 @@ import pytest
 from gpiozero.pins.mock import MockFactory
 
 from edge.config import GpioConfig, LoopSensorConfig
-from edge.loop_sensor import LoopSensors
-from edge.outbox import Outbox
-from edge.runtime import EdgeRuntime
-from edge.signals import LaneLight, LedPattern, SignalBoard
+from edge.service.loop_sensor import LoopSensors
+from edge.service.outbox import Outbox
+from edge.service.runtime import EdgeRuntime
+from edge.service.signals import LaneLight, LedPattern, SignalBoard
 from tests.fixtures.mosquitto import Broker
 from tests.fixtures.procs import wait_for
 from tests.runtime.helpers import GATE, FakePipeline, make_records, unit_config

@@ -7,9 +7,9 @@ import threading
 import time
 from pathlib import Path
 
-from edge.health import read_cpu_temp, read_mem_mb, read_throttled
-from edge.outbox import Outbox
-from edge.runtime import EdgeRuntime, SdNotifier
+from edge.service.health import read_cpu_temp, read_mem_mb, read_throttled
+from edge.service.outbox import Outbox
+from edge.service.runtime import EdgeRuntime, SdNotifier
 from tests.runtime.helpers import FakePipeline, make_records, unit_config
 
 

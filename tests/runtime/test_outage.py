@@ -6,9 +6,9 @@ import threading
 import time
 from pathlib import Path
 
-from edge.outbox import Outbox
-from edge.publisher import LinkState
-from edge.runtime import EdgeRuntime
+from edge.service.outbox import Outbox
+from edge.service.publisher import LinkState
+from edge.service.runtime import EdgeRuntime
 from tests.fixtures.mosquitto import start_broker
 from tests.fixtures.procs import wait_for
 from tests.runtime.helpers import GATE, UNIT, FakePipeline, Subscriber, make_records, unit_config

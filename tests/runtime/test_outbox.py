@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from edge.health import HealthReaders, HealthSampler, PipelineFigures
-from edge.outbox import ROW_OVERHEAD_BYTES, Outbox
-from edge.runtime import EdgeRuntime
+from edge.service.health import HealthReaders, HealthSampler, PipelineFigures
+from edge.service.outbox import ROW_OVERHEAD_BYTES, Outbox
+from edge.service.runtime import EdgeRuntime
 from tests.runtime.helpers import FakePipeline, make_records, unit_config
 from wire.payloads import CameraState, HealthMessage, decode_message
 

@@ -15,7 +15,7 @@ import typer
 import yaml
 from typer.testing import CliRunner
 
-from edge.cli_runtime import register_runtime
+from edge.service.cli import register_runtime
 from tests.conftest import ROOT
 from tests.fixtures.mosquitto import Broker
 from tests.fixtures.procs import wait_for

@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from edge.outbox import Outbox
-from edge.runtime import EdgeRuntime
+from edge.service.outbox import Outbox
+from edge.service.runtime import EdgeRuntime
 from tests.fixtures.mosquitto import Broker, add_user, start_broker
 from tests.fixtures.procs import wait_for
 from tests.runtime.helpers import GATE, UNIT, FakePipeline, Subscriber, make_records, unit_config
