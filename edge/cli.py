@@ -16,10 +16,9 @@ from typing import Annotated, TypeVar
 import typer
 from rich.console import Console
 from rich.markup import escape
-from rich.table import Table
 
 from edge import EdgeError
-from edge.config import UnitConfig
+from edge.service.cli import register_runtime
 
 T = TypeVar("T")
 console = Console()
@@ -74,6 +73,7 @@ def replay(
     _setup_logging(verbose)
 
     def body() -> None:
+        from edge.devtools.defaults import load_replay_config
         from edge.devtools.replay import run_replay
 
         cfg = load_replay_config(video, config, model, start, realtime)
@@ -83,30 +83,6 @@ def replay(
         run_replay(cfg, out=out, video_out=video_out, console=console)
 
     guarded(body)
-
-
-def load_replay_config(
-    video: str, config: Path | None, model: Path | None, start: datetime | None, realtime: bool
-) -> UnitConfig:
-    """The config for a replay: the given file (or the embedded default) pointed at `video`."""
-    from datetime import UTC
-
-    from edge.config import load_config
-    from edge.devtools.defaults import default_config
-
-    cfg = load_config(config) if config else default_config(video)
-    if start is not None and start.tzinfo is None:
-        start = start.replace(tzinfo=UTC)
-    update: dict[str, object] = {"realtime": realtime, "start_time": start or cfg.source.start_time}
-    if video.startswith(("rtsp://", "rtsps://", "http://", "https://")):
-        update |= {"kind": "rtsp", "path": video}
-    elif video.startswith("usb:") and video[4:].isdigit():
-        update |= {"kind": "usb", "index": int(video[4:]), "path": None}
-    else:
-        update |= {"kind": "file", "path": str(Path(video).resolve())}
-    src = cfg.source.model_copy(update=update)
-    mdl = cfg.model.model_copy(update={"path": model.resolve()}) if model else cfg.model
-    return cfg.model_copy(update={"source": src, "model": mdl})
 
 
 def evaluate_cmd(
@@ -183,21 +159,4 @@ def register(app: typer.Typer) -> None:
     app.command("eval")(evaluate_cmd)
     app.command("bench")(bench_cmd)
     app.command("validate-config")(validate_config_cmd)
-    try:
-        from edge.service.cli import register_runtime
-    except ModuleNotFoundError as exc:  # the runtime module is optional only while it is being built
-        if exc.name != "edge.service.cli":
-            raise
-    else:
-        register_runtime(app)
-
-
-def summary_table(totals: dict[tuple[str, str, str], int], title: str) -> Table:
-    table = Table(title=title)
-    for col in ("lane", "direction", "class", "count"):
-        table.add_column(col, justify="right" if col == "count" else "left")
-    for (lane, cls, direction), n in sorted(totals.items()):
-        table.add_row(lane, direction, cls, str(n))
-    table.add_row("all", "", "", str(sum(totals.values())), style="bold")
-    return table
-
+    register_runtime(app)

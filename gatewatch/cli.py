@@ -26,7 +26,3 @@ register_ops(app)
 
 def main() -> None:
     app()
-
-
-if __name__ == "__main__":
-    main()

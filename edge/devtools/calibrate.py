@@ -100,7 +100,7 @@ def calibrate(
 ) -> Path:
     """Write the calibration PNG for a unit config, optionally on another video or camera."""
     if video is not None:
-        from edge.cli import load_replay_config
+        from edge.devtools.defaults import load_replay_config
 
         cfg = load_replay_config(video, config, None, None, False)
     else:

@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import Any
 
 from rich.console import Console
+from rich.table import Table
 from tqdm import tqdm
 
 from edge.config import UnitConfig
@@ -54,8 +55,6 @@ def run_replay(
 def print_summary(
     pipe: Pipeline, records: list[WindowRecord], console: Console, out: Path | None, video_out: Path | None
 ) -> None:
-    from edge.cli import summary_table
-
     s = pipe.stats
     console.print(summary_table(pipe.totals, f"counts: {pipe.cfg.gate}/{pipe.cfg.unit}"))
     console.print(
@@ -67,3 +66,13 @@ def print_summary(
         console.print(f"records: {out}")
     if video_out:
         console.print(f"annotated video: {video_out}")
+
+
+def summary_table(totals: dict[tuple[str, str, str], int], title: str) -> Table:
+    table = Table(title=title)
+    for col in ("lane", "direction", "class", "count"):
+        table.add_column(col, justify="right" if col == "count" else "left")
+    for (lane, cls, direction), n in sorted(totals.items()):
+        table.add_row(lane, direction, cls, str(n))
+    table.add_row("all", "", "", str(sum(totals.values())), style="bold")
+    return table

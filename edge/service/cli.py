@@ -194,9 +194,3 @@ def register_runtime(app: typer.Typer) -> None:
         code = edge_command(config, validate_config, check_broker_flag, log_level)
         if code:
             raise typer.Exit(code)
-
-
-if __name__ == "__main__":
-    _app = typer.Typer(add_completion=False, pretty_exceptions_enable=False)
-    register_runtime(_app)
-    _app()
