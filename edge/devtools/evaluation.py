@@ -7,9 +7,11 @@ direction and class are compared with the hand counts within each row's toleranc
 from __future__ import annotations
 
 import csv
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from rich.console import Console
 from rich.table import Table
@@ -17,6 +19,7 @@ from tqdm import tqdm
 
 from edge import EdgeError
 from edge.config import CountingConfig, LaneConfig, LineConfig, ModelConfig, SourceConfig, UnitConfig
+from edge.devtools.conditions import Condition
 from edge.pipeline import Pipeline
 from edge.stages.capture import FileSource
 from edge.stages.detector import Tracker
@@ -32,13 +35,21 @@ CSV_CLASS = {
 }
 
 
+DIRECTIONS = ("down", "up", "right", "left")
+#: a class cell may be off by the row's tolerance plus this many vehicles: one fair car/truck call (a
+#: pickup, a large van) must not fail a row whose total is exact
+CLASS_SLACK = 1
+
+
 @dataclass(frozen=True)
 class TruthRow:
+    """One hand-counted row. A blank cell (None) means "not counted by hand": it is not compared."""
+
     video: str
     line: tuple[tuple[float, float], tuple[float, float]]
     direction: str
-    total: int
-    by_class: dict[VehicleClass, int]
+    total: int | None
+    by_class: dict[VehicleClass, int | None]
     tolerance: int
     notes: str
 
@@ -52,32 +63,104 @@ class EvalResult:
     seconds: float
     source_frames: int = 0
     stage_s: tuple[tuple[str, float], ...] = ()
+    wall_s: float = 0.0
+
+    @property
+    def total_ok(self) -> bool:
+        return self.row.total is None or abs(self.total - self.row.total) <= self.row.tolerance
+
+    def class_ok(self, cls: VehicleClass) -> bool:
+        hand = self.row.by_class.get(cls)
+        return hand is None or abs(self.by_class.get(cls, 0) - hand) <= self.row.tolerance + CLASS_SLACK
+
+    @property
+    def classes_ok(self) -> bool:
+        return all(self.class_ok(c) for c in CLASSES)
 
     @property
     def ok(self) -> bool:
-        return abs(self.total - self.row.total) <= self.row.tolerance
+        """Within tolerance on everything the hand count gives: the total (if given) and every class
+        given when no total is (a "trucks only" row compares trucks)."""
+        if self.row.total is not None:
+            return self.total_ok
+        return all(
+            abs(self.by_class.get(c, 0) - h) <= self.row.tolerance
+            for c, h in self.row.by_class.items() if h is not None
+        )
+
+    @property
+    def error(self) -> int:
+        """Vehicles off on the compared figure (the total, else the given classes)."""
+        if self.row.total is not None:
+            return abs(self.total - self.row.total)
+        return sum(abs(self.by_class.get(c, 0) - h) for c, h in self.row.by_class.items() if h is not None)
+
+
+class GroundTruthError(EdgeError):
+    """ground_truth.csv is missing or malformed."""
+
+
+def _cell(r: dict[str, str | None], col: str, where: str, kind: type[int] | type[float], blank_ok: bool) -> Any:
+    raw = r.get(col)
+    text = (raw or "").strip()
+    if not text:
+        if blank_ok:
+            return None
+        raise GroundTruthError(f"{where}: column '{col}' is empty")
+    try:
+        value = kind(text)
+    except ValueError:
+        what = "a whole number" if kind is int else "a number"
+        raise GroundTruthError(f"{where}: column '{col}' must be {what}, got {text!r}") from None
+    if value < 0:
+        raise GroundTruthError(f"{where}: column '{col}' must not be negative, got {text!r}")
+    return value
 
 
 def read_ground_truth(path: Path) -> list[TruthRow]:
+    """Hand counts as people write them: blank cells are "not counted", anything malformed is one
+    clear error naming the line and column (never a traceback)."""
     if not path.is_file():
-        raise EdgeError(f"ground truth not found: {path}")
+        raise GroundTruthError(f"ground truth not found: {path}")
+    required = ["video", "line_x1", "line_y1", "line_x2", "line_y2", "direction", "tolerance"]
     rows = []
-    with path.open(newline="") as f:
-        for r in csv.DictReader(f):
-            rows.append(
-                TruthRow(
-                    video=r["video"],
-                    line=(
-                        (float(r["line_x1"]), float(r["line_y1"])),
-                        (float(r["line_x2"]), float(r["line_y2"])),
-                    ),
-                    direction=r["direction"],
-                    total=int(r["total"]),
-                    by_class={c: int(r[CSV_CLASS[c]]) for c in CLASSES},
-                    tolerance=int(r["tolerance"]),
-                    notes=r.get("notes", ""),
+    try:
+        with path.open(newline="") as f:
+            reader = csv.DictReader(f)
+            missing = [c for c in required if c not in (reader.fieldnames or [])]
+            if missing:
+                raise GroundTruthError(f"{path}: missing column(s) {', '.join(missing)}")
+            for n, r in enumerate(reader, start=2):
+                where = f"{path.name} line {n}"
+                video = (r.get("video") or "").strip()
+                if not video:
+                    raise GroundTruthError(f"{where}: column 'video' is empty")
+                coords = [_cell(r, c, where, float, False) for c in required[1:5]]
+                if any(v > 1 for v in coords):
+                    raise GroundTruthError(f"{where}: line coordinates are normalised, 0..1")
+                direction = (r.get("direction") or "").strip()
+                if direction not in DIRECTIONS:
+                    raise GroundTruthError(f"{where}: direction must be one of {', '.join(DIRECTIONS)}, "
+                                           f"got {direction!r}")
+                by_class = {c: _cell(r, CSV_CLASS[c], where, int, True) for c in CLASSES}
+                total = _cell(r, "total", where, int, True)
+                if total is None and all(v is None for v in by_class.values()):
+                    raise GroundTruthError(f"{where}: no count given (fill 'total' or a class column)")
+                rows.append(
+                    TruthRow(
+                        video=video,
+                        line=((coords[0], coords[1]), (coords[2], coords[3])),
+                        direction=direction,
+                        total=total,
+                        by_class=by_class,
+                        tolerance=_cell(r, "tolerance", where, int, True) or 0,
+                        notes=r.get("notes") or "",
+                    )
                 )
-            )
+    except (OSError, UnicodeDecodeError, csv.Error) as exc:
+        raise GroundTruthError(f"cannot read {path}: {exc}") from None
+    if not rows:
+        raise GroundTruthError(f"{path}: no rows")
     return rows
 
 
@@ -104,8 +187,9 @@ def evaluate(
     on_frame: Callable[[], None] | None = None,
     counting: CountingConfig | None = None,
     band: float | None = None,
+    condition: Condition | None = None,
 ) -> list[EvalResult]:
-    """Replay each clip once per line and score every ground-truth row for it."""
+    """Replay each clip once per line (under `condition`, if given) and score every row for it."""
     rows = rows if rows is not None else read_ground_truth(footage / "ground_truth.csv")
     tracker = make_tracker(model)
     results: list[EvalResult] = []
@@ -115,11 +199,16 @@ def evaluate(
     for (video, _), group in groups.items():
         cfg = eval_config(group[0], model, counting, band)
         tracker.reset()
-        source = FileSource(footage / video, start=0.0, stride=model.vid_stride)
+        t0 = time.perf_counter()
+        source = FileSource(
+            footage / video, start=0.0, stride=model.vid_stride, rate=condition.fps if condition else None,
+            transform=condition.transform if condition else None,
+        )
         pipe = Pipeline(cfg, source, tracker, on_frame=(lambda *_: on_frame()) if on_frame else None)
         for _ in pipe.records():
             pass
         pipe.close()
+        wall = time.perf_counter() - t0
         seconds = source.frame_count / source.fps if source.fps else 0.0
         for row in group:
             by_class = {c: pipe.totals.get(("line", c.value, row.direction), 0) for c in CLASSES}
@@ -132,55 +221,166 @@ def evaluate(
                     seconds,
                     source.frame_count,
                     tuple(pipe.stats.total_s.items()),
+                    wall,
                 )
             )
     return results
 
 
+def frames_to_process(footage: Path, rows: list[TruthRow], stride: int, conditions: list[Condition]) -> int:
+    """Frames an evaluation will process, for its progress bar."""
+    total = 0
+    for video in {r.video for r in rows}:
+        for cond in conditions:
+            src = FileSource(footage / video, 0.0, stride=stride, rate=cond.fps)
+            total += src.expected_frames * len({r.line for r in rows if r.video == video})
+            src.close()
+    return total
+
+
 def run_eval(
-    footage: Path | None, model: Path | None, imgsz: int | None, stride: int | None, console: Console
-) -> list[EvalResult]:
-    """The `gatewatch eval` body: default model, shared footage, a progress bar over all clips."""
+    footage: Path | None,
+    model: Path | None,
+    imgsz: int | None,
+    stride: int | None,
+    conditions: list[Condition],
+    peer: bool = False,
+    clips: list[str] | None = None,
+) -> dict[str, dict[str, list[EvalResult]]]:
+    """The `gatewatch eval` body: default model, shared footage, every condition asked for, with the
+    peer under the same conditions if asked; one progress bar over everything.
+
+    Returns {"gatewatch" | "peer": {condition name: results}}."""
     from edge.paths import default_model, footage_dir
     from edge.stages.detector import UltralyticsTracker
 
     folder = footage or footage_dir()
     rows = read_ground_truth(folder / "ground_truth.csv")
+    if clips:
+        unknown = sorted(set(clips) - {r.video for r in rows})
+        if unknown:
+            raise GroundTruthError(f"no ground-truth row for {', '.join(unknown)}")
+        rows = [r for r in rows if r.video in clips]
     update: dict[str, object] = {"path": (model or default_model()).resolve()}
     if imgsz:
         update["imgsz"] = imgsz
     if stride:
         update["vid_stride"] = stride
     cfg = ModelConfig.model_validate(update)
-    total = 0
-    for video in {r.video for r in rows}:
-        src = FileSource(folder / video, 0.0)
-        total += src.frame_count // cfg.vid_stride
-        src.close()
+    total = frames_to_process(folder, rows, cfg.vid_stride, conditions)
+    if peer:
+        total += frames_to_process(folder, rows, 1, conditions)
+    out: dict[str, dict[str, list[EvalResult]]] = {"gatewatch": {}}
     with tqdm(total=total, unit="frame", desc="eval", disable=None) as bar:
 
         def tick() -> None:
             bar.update(1)
 
-        return evaluate(folder, cfg, UltralyticsTracker, rows, on_frame=tick)
+        for cond in conditions:
+            bar.set_postfix_str(f"gatewatch {cond.name}")
+            out["gatewatch"][cond.name] = evaluate(folder, cfg, UltralyticsTracker, rows, on_frame=tick,
+                                                   condition=cond)
+        if peer:
+            from edge.devtools.peer import peer_evaluate
+
+            out["peer"] = {}
+            for cond in conditions:
+                bar.set_postfix_str(f"peer {cond.name}")
+                out["peer"][cond.name] = peer_evaluate(folder, default_model().resolve(), rows, cond, on_frame=tick)
+    return out
 
 
-def print_results(results: list[EvalResult], console: Console) -> None:
+def _hand(n: int | None) -> str:
+    return "-" if n is None else str(n)
+
+
+def print_results(results: list[EvalResult], console: Console, title: str = "counted vs hand-counted") -> None:
     if not console.is_terminal:
         console.width = 160  # logs want whole clip names, not an 80-column squeeze
-    table = Table(title="counted vs hand-counted")
+    table = Table(title=title)
     for col in ("clip", "direction", "counted", "hand", "tol", "ok", "car", "truck", "bus", "motorbike"):
         table.add_column(col)
     for r in results:
-        cells = [f"{r.by_class[c]}/{r.row.by_class[c]}" for c in CLASSES]
+        cells = [
+            f"{r.by_class[c]}/{_hand(r.row.by_class[c])}" if r.class_ok(c)
+            else f"[red]{r.by_class[c]}/{_hand(r.row.by_class[c])}[/]"
+            for c in CLASSES
+        ]
         table.add_row(
             r.row.video,
             r.row.direction,
             str(r.total),
-            str(r.row.total),
+            _hand(r.row.total),
             f"±{r.row.tolerance}",
             "[green]yes[/]" if r.ok else "[red]NO[/]",
             *cells,
         )
     console.print(table)
-    console.print("class cells are counted/hand")
+    console.print(f"class cells are counted/hand ('-': not counted by hand); red: off by more than the tolerance "
+                  f"+ {CLASS_SLACK}")
+
+
+def _short_class(r: EvalResult) -> str:
+    """Classes where something was counted or expected, e.g. 'c26 t3'."""
+    parts = []
+    for c in CLASSES:
+        n, h = r.by_class.get(c, 0), r.row.by_class.get(c)
+        if n or h:
+            text = f"{CSV_CLASS[c][0]}{n}"
+            parts.append(text if r.class_ok(c) else f"[red]{text}[/]")
+    return " ".join(parts)
+
+
+@dataclass(frozen=True)
+class Score:
+    cells: int
+    in_tolerance: int
+    classes_sane: int
+    abs_error: int
+
+    def __str__(self) -> str:
+        return (f"{self.in_tolerance}/{self.cells} cells within tolerance, {self.classes_sane}/{self.cells} with "
+                f"sane classes, {self.abs_error} vehicles off in all")
+
+
+def score(matrix: dict[str, list[EvalResult]]) -> Score:
+    results = [r for rs in matrix.values() for r in rs]
+    return Score(len(results), sum(r.ok for r in results), sum(r.classes_ok for r in results),
+                 sum(r.error for r in results))
+
+
+def matrix_table(matrix: dict[str, list[EvalResult]], title: str) -> Table:
+    """Rows: clip and direction; columns: conditions; cells: counted/hand and the classes counted."""
+    table = Table(title=title)
+    table.add_column("clip")
+    table.add_column("dir")
+    table.add_column("hand")
+    for name in matrix:
+        table.add_column(name)
+    first = next(iter(matrix.values()), [])
+    for i, r0 in enumerate(first):
+        cells = []
+        for results in matrix.values():
+            r = results[i]
+            mark = "" if r.ok else "[red]"
+            end = "" if r.ok else "[/]"
+            cells.append(f"{mark}{r.total}{end} {_short_class(r)}")
+        table.add_row(r0.row.video, r0.row.direction,
+                      f"{_hand(r0.row.total)}±{r0.row.tolerance}", *cells)
+    fps_cells = []
+    for results in matrix.values():
+        runs = {(r.row.video, r.row.line): r for r in results}  # rows of one clip and line share a run
+        frames = sum(r.frames for r in runs.values())
+        wall = sum(r.wall_s for r in runs.values())
+        fps_cells.append(f"{frames / wall:.1f} fps" if wall else "")
+    table.add_row("processed frames/s", "", "", *fps_cells, style="dim")
+    return table
+
+
+def print_matrix(runs: dict[str, dict[str, list[EvalResult]]], console: Console) -> None:
+    if not console.is_terminal:
+        console.width = 220
+    for who, matrix in runs.items():
+        console.print(matrix_table(matrix, f"{who}: counted per condition (c car, t truck, b bus, m motorbike; "
+                                           "red: out of tolerance)"))
+        console.print(f"{who}: {score(matrix)}")
