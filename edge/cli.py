@@ -148,12 +148,22 @@ def bench_cmd(
     export_dir: Annotated[
         Path | None, typer.Option(help="where exports are written and reused (default ~/.cache/gatewatch/models)")
     ] = None,
+    peer: Annotated[
+        bool,
+        typer.Option(help="gatewatch's default path against Ultralytics' ObjectCounter (yolov8n.pt, 640, "
+                     "ByteTrack), alternating clip by clip in this one run: frames/s, ratio, memory, counts"),
+    ] = False,
     verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False,
 ) -> None:
     """Frames/s and ms per stage for each model format, image size and stride, with the counts."""
     _setup_logging(verbose)
 
     def body() -> None:
+        if peer:
+            from edge.devtools.bench import run_peer_bench
+
+            run_peer_bench(clip, console)
+            return
         from edge.devtools.bench import run_bench
         from edge.devtools.export import default_export_dir
 

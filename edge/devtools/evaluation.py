@@ -252,7 +252,7 @@ def run_eval(
 
     Returns {"gatewatch" | "peer": {condition name: results}}."""
     from edge.paths import default_model, footage_dir
-    from edge.stages.detector import UltralyticsTracker
+    from edge.pipeline import make_tracker
 
     folder = footage or footage_dir()
     rows = read_ground_truth(folder / "ground_truth.csv")
@@ -278,7 +278,7 @@ def run_eval(
 
         for cond in conditions:
             bar.set_postfix_str(f"gatewatch {cond.name}")
-            out["gatewatch"][cond.name] = evaluate(folder, cfg, UltralyticsTracker, rows, on_frame=tick,
+            out["gatewatch"][cond.name] = evaluate(folder, cfg, make_tracker, rows, on_frame=tick,
                                                    condition=cond)
         if peer:
             from edge.devtools.peer import peer_evaluate

@@ -58,24 +58,27 @@ def peer_evaluate(
             )
             counter: Any = None
             frames = 0
-            t0 = time.perf_counter()
+            wall = 0.0
             try:
-                while (frame := source.read()) is not None:
+                frame = source.read()
+                if frame is not None and frame.image is not None:
+                    h, w = frame.image.shape[:2]
+                    (ax, ay), (bx, by) = group[0].line
+                    counter = solutions.ObjectCounter(
+                        model=str(model), region=[(ax * w, ay * h), (bx * w, by * h)], imgsz=PEER_IMGSZ,
+                        tracker=PEER_TRACKER, show=False, verbose=False,
+                    )
+                t0 = time.perf_counter()  # the loop only, as gatewatch's: model loading is start-up
+                while frame is not None:
                     assert frame.image is not None
-                    if counter is None:
-                        h, w = frame.image.shape[:2]
-                        (ax, ay), (bx, by) = group[0].line
-                        counter = solutions.ObjectCounter(
-                            model=str(model), region=[(ax * w, ay * h), (bx * w, by * h)], imgsz=PEER_IMGSZ,
-                            tracker=PEER_TRACKER, show=False, verbose=False,
-                        )
                     counter(frame.image)
                     frames += 1
                     if on_frame is not None:
                         on_frame()
+                    frame = source.read()
+                wall = time.perf_counter() - t0
             finally:
                 source.close()
-            wall = time.perf_counter() - t0
             counts = dict(counter.classwise_count) if counter is not None else {}
             for row in group:
                 key = "IN" if row.direction == _in_direction(row) else "OUT"
