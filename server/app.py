@@ -123,7 +123,7 @@ class Server:
         self.writer.stop()
         log.info("gatewatch server stopped (spool depth %d)", self.writer.spool.depth)
 
-    # -- stream --------------------------------------------------------------------------------
+    # -- one message, in order: own output? validation, points, alerts -------------------------
 
     def _pump(self, timeout: float) -> None:
         """Take what has arrived, up to one batch, waiting at most `timeout` for the first."""
@@ -140,11 +140,10 @@ class Server:
                 return
             self._handle(item)
 
-    def _note_start(self) -> None:
-        if not self._batch.messages and not self._batch.lines:
-            self._batch.started = time.monotonic()
-
     def _handle(self, item: Received) -> None:
+        """One message's whole way through the server, into the open batch: our own output is skipped
+        (a retained alert state restores the engine); a unit message is validated or dead-lettered,
+        becomes points, and goes past the alert rules, whose raises and clears are points too."""
         self._note_start()
         self._batch.messages += 1
         self._batch.acks.append(item)
@@ -191,24 +190,6 @@ class Server:
         )
         self.subscriber.publish(DEAD_LETTER, encode(letter), qos=1)
 
-    def _flush(self) -> None:
-        batch = self._batch
-        if not batch.messages and not batch.lines:
-            return
-        try:
-            self.writer.write(batch.lines)
-        except SpoolError as exc:
-            # neither database nor disk: keep the batch unacknowledged and try again shortly
-            log.error("cannot store batch of %d messages: %s", batch.messages, exc)
-            self._stop.wait(1.0)
-            return
-        for item in batch.acks:
-            self.subscriber.ack(item.mid, item.qos, item.generation)
-        self.health.on_stored(batch.accepted)
-        self._batch = _Batch()
-
-    # -- alerts and health ---------------------------------------------------------------------
-
     def _on_events(self, events: list[AlertEvent]) -> None:
         if events:
             self._note_start()
@@ -227,6 +208,30 @@ class Server:
         for gate, lane in lanes:
             state = self.alerts.state(gate, lane, at)
             self.subscriber.publish(str(Topic.alert(gate, lane)), encode(state), qos=1, retain=True)
+
+    # -- the batch: stored (database or spool), then acknowledged ------------------------------
+
+    def _note_start(self) -> None:
+        if not self._batch.messages and not self._batch.lines:
+            self._batch.started = time.monotonic()
+
+    def _flush(self) -> None:
+        batch = self._batch
+        if not batch.messages and not batch.lines:
+            return
+        try:
+            self.writer.write(batch.lines)
+        except SpoolError as exc:
+            # neither database nor disk: keep the batch unacknowledged and try again shortly
+            log.error("cannot store batch of %d messages: %s", batch.messages, exc)
+            self._stop.wait(1.0)
+            return
+        for item in batch.acks:
+            self.subscriber.ack(item.mid, item.qos, item.generation)
+        self.health.on_stored(batch.accepted)
+        self._batch = _Batch()
+
+    # -- health --------------------------------------------------------------------------------
 
     def _health_tick(self) -> None:
         snap = self.health.snapshot(
