@@ -24,7 +24,7 @@ from rich.table import Table
 from tqdm import tqdm
 
 from edge.config import ModelConfig
-from edge.devtools.evaluation import CSV_CLASS, EvalResult, read_ground_truth
+from edge.devtools.truth import CSV_CLASS, EvalResult, read_ground_truth
 from edge.paths import default_model, footage_dir, models_dir
 
 TFLITE_IMGSZ = 640

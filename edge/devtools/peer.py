@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from edge.devtools.conditions import Condition
-from edge.devtools.evaluation import CLASSES, CSV_CLASS, EvalResult, TruthRow
+from edge.devtools.truth import CLASSES, CSV_CLASS, EvalResult, TruthRow
 from edge.stages.capture import FileSource
 
 PEER_IMGSZ = 640

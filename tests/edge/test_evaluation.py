@@ -10,7 +10,7 @@ import pytest
 
 from edge import EdgeError
 from edge.devtools.conditions import CONDITIONS, at_rate, parse_conditions
-from edge.devtools.evaluation import EvalResult, GroundTruthError, TruthRow, read_ground_truth, score
+from edge.devtools.truth import EvalResult, GroundTruthError, TruthRow, read_ground_truth, score
 from tests.edge.test_cli_errors import assert_clean_error, gatewatch
 from wire.payloads import VehicleClass as V
 
