@@ -23,7 +23,7 @@ from pydantic import (
     model_validator,
 )
 
-from edge import EdgeError
+from common.errors import ConfigError
 from wire.payloads import VehicleClass
 from wire.topics import ID_PATTERN
 
@@ -38,10 +38,6 @@ DEFAULT_CLASS_MAP: dict[str, VehicleClass] = {
     "bus": VehicleClass.BUS,
     "motorcycle": VehicleClass.MOTORBIKE,
 }
-
-
-class ConfigError(EdgeError):
-    """The config file is missing, unparsable or invalid."""
 
 
 class _Strict(BaseModel):
@@ -278,14 +274,6 @@ class UnitConfig(_Strict):
         return hashlib.sha256(dumped.encode()).hexdigest()[:16]
 
 
-def format_validation_error(exc: ValidationError, source: str) -> str:
-    lines = [f"{source}: {exc.error_count()} error(s)"]
-    for err in exc.errors():
-        loc = ".".join(str(p) for p in err["loc"]) or "<root>"
-        lines.append(f"  {loc}: {err['msg']}")
-    return "\n".join(lines)
-
-
 def load_config(path: Path | str, base_dir: Path | None = None) -> UnitConfig:
     """Read and validate a unit config; relative paths in it resolve against the file's folder."""
     path = Path(path)
@@ -300,7 +288,7 @@ def load_config(path: Path | str, base_dir: Path | None = None) -> UnitConfig:
     try:
         cfg = UnitConfig.model_validate(raw)
     except ValidationError as exc:
-        raise ConfigError(format_validation_error(exc, str(path))) from None
+        raise ConfigError.from_validation(exc, str(path)) from None
     return resolve_paths(cfg, base_dir or path.parent)
 
 

@@ -34,7 +34,7 @@ from rich.console import Console
 from rich.live import Live
 from rich.table import Table
 
-from edge import EdgeError
+from common.errors import GatewatchError
 from edge.devtools.truth import read_ground_truth
 from edge.paths import default_model, footage_dir
 from edge.stages.geometry import side_names
@@ -52,7 +52,7 @@ DEFAULT_CLIPS = (
 )
 
 
-class DemoError(EdgeError):
+class DemoError(GatewatchError):
     """The demo cannot start (a missing binary, clip or model)."""
 
 

@@ -2,36 +2,27 @@
 
 Imports of the work modules happen inside the commands, so `gatewatch --help` stays fast and a
 missing optional tool (openssl, a camera) only matters to the command that needs it. Expected
-failures print one `error:` line and exit 2, as the edge commands do: operators read these in a
-terminal or journald, where a traceback hides the line that matters.
+failures print one `error:` line and exit with their kind's code (common.cli.guarded), as every
+command does.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated, TypeVar
+from typing import Annotated
 
 import typer
 from rich.console import Console
 from rich.markup import escape
 
-from edge.cli import guarded
+from common.cli import guarded
 
-T = TypeVar("T")
 console = Console(highlight=False)
 
 StateDir = Annotated[
     Path,
     typer.Option("--dir", help="provisioning state folder (holds the CA key and passwords: keep it off git)"),
 ]
-
-
-def _guarded(fn: Callable[[], T]) -> T:
-    """The edge commands' guard, with provisioning failures also printed as one line."""
-    from gatewatch.provision import ProvisionError
-
-    return guarded(fn, (ProvisionError,))
 
 
 def _print_report(lines: list[str], changed: bool) -> None:
@@ -52,7 +43,7 @@ def provision_broker_cmd(
         report = provision_broker(state_dir, host)
         _print_report(report.lines, report.changed)
 
-    _guarded(body)
+    guarded(body)
 
 
 def provision_unit_cmd(
@@ -80,7 +71,7 @@ def provision_unit_cmd(
         report = provision_unit(state_dir, gate, unit, opts)
         _print_report(report.lines, report.changed)
 
-    _guarded(body)
+    guarded(body)
 
 
 def provision_server_cmd(
@@ -102,7 +93,7 @@ def provision_server_cmd(
         report = provision_server(state_dir, name, opts)
         _print_report(report.lines, report.changed)
 
-    _guarded(body)
+    guarded(body)
 
 
 def calibrate_cmd(
@@ -122,7 +113,7 @@ def calibrate_cmd(
         path = calibrate(config, out, video=video, at_s=at, grid=grid)
         console.print(f"wrote {path}")
 
-    _guarded(body)
+    guarded(body)
 
 
 def demo_cmd(
@@ -148,7 +139,7 @@ def demo_cmd(
 
         run_demo(clips, run_dir, short, (not short) if realtime is None else realtime, console)
 
-    _guarded(body)
+    guarded(body)
 
 
 def register(app: typer.Typer) -> None:

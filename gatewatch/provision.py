@@ -38,12 +38,13 @@ import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import yaml
 from pydantic import ValidationError
 
-from edge.config import UnitConfig, format_validation_error
+from common.errors import EXIT_USAGE, ConfigError, GatewatchError
+from edge.config import UnitConfig
 from wire.errors import WireError
 from wire.topics import DEAD_LETTER, PREFIX, SERVER_HEALTH, UNIT_KINDS, TopicKind, check_id
 
@@ -65,8 +66,13 @@ RENEW_BEFORE_S = 30 * 24 * 3600
 PASSWORD_BYTES = 32
 
 
-class ProvisionError(Exception):
-    """Provisioning cannot go on; the message is one line an operator can act on."""
+class ProvisionError(GatewatchError):
+    """Provisioning cannot go on; the message is one line an operator can act on.
+
+    A usage error (exit 2): provisioning stops only where the operator must fix an argument or
+    the state folder (a tampered ACL block, a CA key missing from a restore, a missing tool)."""
+
+    exit_code: ClassVar[int] = EXIT_USAGE
 
 
 @dataclass
@@ -500,7 +506,7 @@ def _ensure_unit_config(path: Path, gate: str, unit: str, opts: UnitOptions) -> 
         try:
             existing = UnitConfig.model_validate(yaml.safe_load(path.read_text()))
         except ValidationError as exc:
-            raise ProvisionError(" / ".join(format_validation_error(exc, str(path)).splitlines())) from None
+            raise ProvisionError(_one_line(ConfigError.from_validation(exc, str(path)))) from None
         except yaml.YAMLError as exc:
             raise ProvisionError(f"{path}: not valid YAML: {_last_line(str(exc))}") from None
         if (existing.gate, existing.unit) != (gate, unit):
@@ -510,7 +516,7 @@ def _ensure_unit_config(path: Path, gate: str, unit: str, opts: UnitOptions) -> 
     try:
         UnitConfig.model_validate(raw)
     except ValidationError as exc:
-        raise ProvisionError(" / ".join(format_validation_error(exc, "starter config").splitlines())) from None
+        raise ProvisionError(_one_line(ConfigError.from_validation(exc, "starter config"))) from None
     header = UNIT_YAML_HEADER.format(gate=gate, unit=unit, etc=opts.etc_dir)
     _write(path, header + yaml.safe_dump(raw, sort_keys=False, default_flow_style=None), 0o644)
     return True
@@ -564,12 +570,12 @@ def _ensure_server_config(path: Path, name: str, opts: ServerOptions) -> bool:
         return False
     raw = starter_server_config(name, opts)
     # Imported here: the unit commands must not depend on the server package being importable.
-    from server.config import ConfigError, parse_config
+    from server.config import parse_config
 
     try:
         parse_config(raw)
     except ConfigError as exc:
-        raise ProvisionError(f"starter server config is invalid: {exc}") from None
+        raise ProvisionError(f"starter server config is invalid: {_one_line(exc)}") from None
     header = (
         f"# gatewatch server {name}, written by `gatewatch provision-server`; extend it (influx, alerts).\n"
         f"# The MQTT password is not here: systemd loads {SERVER_PASSWORD_ENV} from {opts.etc_dir}/{SERVER_ENV_FILE}.\n"
@@ -615,6 +621,11 @@ def _write(path: Path, text: str, mode: int) -> None:
         f.flush()
         os.fsync(f.fileno())
     os.replace(tmp, path)
+
+
+def _one_line(exc: ConfigError) -> str:
+    """A config error's lines joined, for a report that must stay one line."""
+    return " / ".join(line.strip() for line in str(exc).splitlines())
 
 
 def _last_line(text: str) -> str:

@@ -4,6 +4,8 @@ Reading order follows the data: config -> subscriber -> validation -> points -> 
 spool) -> alerts -> health, wired together in app.
 """
 
+from common.errors import GatewatchError
 
-class ServerError(Exception):
+
+class ServerError(GatewatchError):
     """Base of every error the server raises on purpose; the CLI prints these as one line."""

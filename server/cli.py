@@ -1,7 +1,8 @@
 """Server commands: `gatewatch server` and `gatewatch bench-server`.
 
 Imports of the server's machinery happen inside the commands, so `gatewatch --help` and the
-edge commands do not pay for paho, influxdb-client and SQLite set-up.
+edge commands do not pay for paho, influxdb-client and SQLite set-up. Failures are one `error:`
+line with their kind's exit code (common.cli.guarded): 2 for a config that cannot be used.
 """
 
 from __future__ import annotations
@@ -14,12 +15,9 @@ from types import FrameType
 
 import typer
 
+from common.cli import guarded
+
 log = logging.getLogger("server")
-
-
-def _fail(message: str, code: int = 2) -> typer.Exit:
-    typer.echo(f"gatewatch server: {message}", err=True)
-    return typer.Exit(code)
 
 
 def server(
@@ -27,15 +25,13 @@ def server(
     validate_config: bool = typer.Option(False, "--validate-config", help="check the config, print errors, exit"),
 ) -> None:
     """Subscribe to every unit, validate, store in InfluxDB, and raise congestion alerts."""
-    from server import ServerError
-    from server.config import ConfigError, load_config
+    guarded(lambda: _serve(config, validate_config))
 
-    try:
-        cfg = load_config(config)
-    except ConfigError as exc:
-        for line in exc.errors:
-            typer.echo(f"{config}: {line}", err=True)
-        raise typer.Exit(2) from None
+
+def _serve(config: Path, validate_config: bool) -> None:
+    from server.config import load_config
+
+    cfg = load_config(config)
     if validate_config:
         typer.echo(f"{config}: ok")
         return
@@ -44,20 +40,14 @@ def server(
     logging.getLogger("urllib3").setLevel(logging.ERROR)
     from server.app import build
 
-    try:
-        app = build(cfg)
-    except ServerError as exc:
-        raise _fail(str(exc)) from None
+    app = build(cfg)
 
     def on_signal(signum: int, frame: FrameType | None) -> None:
         app.request_stop()
 
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
-    try:
-        app.run()
-    except ServerError as exc:
-        raise _fail(str(exc), 1) from None
+    app.run()
 
 
 def bench_server(
@@ -68,13 +58,9 @@ def bench_server(
     batch_size: int = typer.Option(500, "--batch-size", help="server influx.batch_size (messages per write)"),
 ) -> None:
     """Window records/s from N simulated units through mosquitto and the server into influxd."""
-    from server import ServerError
     from server.bench import run_bench
 
-    try:
-        run_bench(units, records, lanes, rate, batch_size)
-    except ServerError as exc:
-        raise _fail(str(exc), 1) from None
+    guarded(lambda: run_bench(units, records, lanes, rate, batch_size))
 
 
 def register(app: typer.Typer) -> None:

@@ -15,18 +15,10 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from server import ServerError
+from common.errors import ConfigError
 from server.alerts.config import AlertsConfig
 from wire.payloads import MAX_PAYLOAD_BYTES
 from wire.topics import ALL_UNITS, ID_PATTERN
-
-
-class ConfigError(ServerError):
-    """The config cannot be used; `errors` holds one "path: message" line per problem."""
-
-    def __init__(self, errors: list[str]) -> None:
-        super().__init__("; ".join(errors))
-        self.errors = errors
 
 
 class _Strict(BaseModel):
@@ -39,7 +31,7 @@ def secret_from_env(var: str | None, what: str) -> str | None:
         return None
     value = os.environ.get(var)
     if value is None:
-        raise ConfigError([f"{what}: environment variable {var} is not set"])
+        raise ConfigError(f"{what}: environment variable {var} is not set")
     return value
 
 
@@ -254,28 +246,24 @@ class ServerConfig(_Strict):
     )
 
 
-def format_errors(exc: ValidationError) -> list[str]:
-    return [f"{'.'.join(str(p) for p in e['loc']) or '<root>'}: {e['msg']}" for e in exc.errors()]
-
-
-def parse_config(raw: Any) -> ServerConfig:
+def parse_config(raw: Any, source: str | None = None) -> ServerConfig:
     if raw is None:
         raw = {}
     if not isinstance(raw, dict):
-        raise ConfigError([f"<root>: expected a mapping, got {type(raw).__name__}"])
+        raise ConfigError(f"<root>: expected a mapping, got {type(raw).__name__}", source)
     try:
         return ServerConfig.model_validate(raw)
     except ValidationError as exc:
-        raise ConfigError(format_errors(exc)) from None
+        raise ConfigError.from_validation(exc, source) from None
 
 
 def load_config(path: Path) -> ServerConfig:
     try:
         text = path.read_text()
     except OSError as exc:
-        raise ConfigError([f"{path}: {exc.strerror or exc}"]) from None
+        raise ConfigError(str(exc.strerror or exc), str(path)) from None
     try:
         raw = yaml.safe_load(text)
     except yaml.YAMLError as exc:
-        raise ConfigError([f"{path}: not valid YAML: {str(exc).splitlines()[0]}"]) from None
-    return parse_config(raw)
+        raise ConfigError(f"not valid YAML: {str(exc).splitlines()[0]}", str(path)) from None
+    return parse_config(raw, str(path))

@@ -2,9 +2,10 @@
 
 Wiring only: which real implementations (ultralytics pipeline, RPi pins, SQLite file, paho)
 go into `EdgeRuntime`. Heavy imports (ultralytics, torch) happen inside the command, so
-`--validate-config` and `--help` stay fast on a Pi. Every expected failure is an `EdgeError`
-and is printed as one line with a non-zero exit; only a bug prints a traceback, and only
-with ``--log-level debug``.
+`--validate-config` and `--help` stay fast on a Pi. The command runs inside
+`common.cli.guarded(catch_all=True)`: every failure, even a bug, is one `error:` line in journald
+with its kind's exit code (2 bad config, 1 anything else); a bug's traceback is logged only with
+``--log-level debug``.
 """
 
 from __future__ import annotations
@@ -19,13 +20,11 @@ from typing import Any
 
 import typer
 
+from common.cli import guarded
 from edge import EdgeError
-from edge.config import ConfigError, UnitConfig, load_config
+from edge.config import UnitConfig, load_config
 
 log = logging.getLogger("edge.service.runtime")
-
-EXIT_CONFIG = 2
-EXIT_RUNTIME = 1
 
 PipelineFactory = Callable[[UnitConfig, Callable[[Any], None] | None], Any]
 
@@ -153,27 +152,18 @@ def edge_command(
     check_broker_flag: bool = False,
     log_level: str = "info",
     pipeline_factory: PipelineFactory = default_pipeline_factory,
-) -> int:
-    """The command's body, returning an exit code (callable from tests without typer)."""
+) -> None:
+    """The command's body: check the config, then serve until stopped (or only check, and say so)."""
     setup_logging(log_level)
-    try:
-        cfg = load_config(config)
-        if validate_config or check_broker_flag:
-            check_runtime_config(cfg)
-            if check_broker_flag:
-                check_broker(cfg)
-            typer.echo(f"{config}: ok (gate {cfg.gate}, unit {cfg.unit}, config {cfg.config_hash()})")
-            return 0
-        check_runtime_config(cfg, need_model=pipeline_factory is default_pipeline_factory)
-        serve(cfg, pipeline_factory=pipeline_factory)
-    except EdgeError as exc:
-        typer.echo(f"error: {exc}", err=True)
-        return EXIT_CONFIG if isinstance(exc, ConfigError) else EXIT_RUNTIME
-    except Exception as exc:  # process boundary: one line unless debugging
-        log.debug("unexpected failure", exc_info=True)
-        typer.echo(f"error: unexpected {type(exc).__name__}: {exc}", err=True)
-        return EXIT_RUNTIME
-    return 0
+    cfg = load_config(config)
+    if validate_config or check_broker_flag:
+        check_runtime_config(cfg)
+        if check_broker_flag:
+            check_broker(cfg)
+        typer.echo(f"{config}: ok (gate {cfg.gate}, unit {cfg.unit}, config {cfg.config_hash()})")
+        return
+    check_runtime_config(cfg, need_model=pipeline_factory is default_pipeline_factory)
+    serve(cfg, pipeline_factory=pipeline_factory)
 
 
 def register_runtime(app: typer.Typer) -> None:
@@ -191,6 +181,5 @@ def register_runtime(app: typer.Typer) -> None:
         log_level: str = typer.Option("info", "--log-level", help="debug, info, warning, error"),
     ) -> None:
         """Run the edge unit: count vehicles, buffer to the outbox, publish over MQTT."""
-        code = edge_command(config, validate_config, check_broker_flag, log_level)
-        if code:
-            raise typer.Exit(code)
+        # process boundary: journald gets one line, whatever failed
+        guarded(lambda: edge_command(config, validate_config, check_broker_flag, log_level), catch_all=True)

@@ -51,7 +51,7 @@ def test_validate_config_lists_every_error_with_its_path(tmp_path: Path) -> None
     assert r.returncode == 2
     assert "Traceback" not in r.stderr
     for path in ("mqtt.port", "mqtt.hots", "influx.api", "influx.url", "validation", "alerts.level"):
-        assert f": {path}" in r.stderr, (path, r.stderr)
+        assert f"\n  {path}: " in r.stderr, (path, r.stderr)
     assert len(r.stderr.strip().splitlines()) >= 6
 
 
@@ -72,7 +72,7 @@ def test_password_env_not_set_is_one_line(tmp_path: Path) -> None:
     r = gatewatch("server", "--config", str(cfg))
     assert r.returncode == 2, r.stderr
     assert r.stderr.strip().splitlines() == [
-        "gatewatch server: mqtt.password_env: environment variable GW_UNSET_PW is not set"]
+        "error: mqtt.password_env: environment variable GW_UNSET_PW is not set"]
 
 
 def test_unreachable_broker_and_database_one_clear_line_each_and_it_keeps_trying(tmp_path: Path) -> None:
