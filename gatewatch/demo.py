@@ -9,18 +9,12 @@ database, and stops everything it started, even on Ctrl-C.
 
 from __future__ import annotations
 
-import json
 import os
 import secrets
 import shutil
-import signal
-import socket
-import subprocess
 import sys
 import threading
 import time
-import urllib.parse
-import urllib.request
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
@@ -38,7 +32,8 @@ from common.errors import GatewatchError
 from edge.devtools.truth import read_ground_truth
 from edge.paths import default_model, footage_dir
 from edge.stages.geometry import side_names
-from gatewatch.provision import server_acl, unit_acl, unit_username
+from gatewatch.provision import server_acl, set_mosquitto_password, unit_acl, unit_username
+from gatewatch.services import Broker, Influx1, Process, QueryError, start_influxd, start_mosquitto
 from wire.errors import WireError
 from wire.payloads import AlertMessage, CountsMessage, decode_message
 
@@ -53,62 +48,7 @@ DEFAULT_CLIPS = (
 
 
 class DemoError(GatewatchError):
-    """The demo cannot start (a missing binary, clip or model)."""
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def _binary(name: str, fallback: str) -> str:
-    found = shutil.which(name) or (fallback if Path(fallback).exists() else None)
-    if not found:
-        raise DemoError(f"{name} not found: run `bash scripts/setup.sh` (it installs mosquitto and influxdb)")
-    return found
-
-
-def _wait_port(port: int, proc: subprocess.Popen[bytes], what: str, log: Path, timeout: float = 30) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise DemoError(f"{what} exited: {log.read_text(errors='replace')[-500:]}")
-        with socket.socket() as s:
-            s.settimeout(0.2)
-            if s.connect_ex(("127.0.0.1", port)) == 0:
-                return
-        time.sleep(0.1)
-    raise DemoError(f"{what} did not listen on port {port} within {timeout:.0f}s")
-
-
-@dataclass
-class Procs:
-    """Everything the demo started, stopped in reverse order whatever happens."""
-
-    items: list[tuple[str, subprocess.Popen[bytes]]] = field(default_factory=list)
-
-    def start(
-        self, name: str, argv: list[str], log: Path, env: dict[str, str] | None = None
-    ) -> subprocess.Popen[bytes]:
-        with log.open("ab") as out:
-            proc = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT, env=env, start_new_session=True)
-        self.items.append((name, proc))
-        return proc
-
-    def stop(self, proc: subprocess.Popen[bytes], timeout: float = 20) -> int:
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
-            try:
-                proc.wait(timeout)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
-        return proc.returncode
-
-    def stop_all(self) -> None:
-        for _, proc in reversed(self.items):
-            self.stop(proc)
+    """The demo cannot run: a missing clip or model, a unit that failed, counts that never reached InfluxDB."""
 
 
 @dataclass
@@ -193,83 +133,57 @@ class LiveView:
         self.client.disconnect()
 
 
-def influx_total(url: str) -> int:
+def influx_total(influx: Influx1) -> int:
     """Vehicles stored, by InfluxQL, as a Grafana panel would ask."""
-    q = urllib.parse.urlencode({"db": "gatewatch", "q": 'SELECT sum("count") FROM lane_counts'})
-    with urllib.request.urlopen(f"{url}/query?{q}", timeout=10) as resp:
-        body = json.load(resp)
-    series = body["results"][0].get("series", [])
+    try:
+        series = influx.query('SELECT sum("count") FROM lane_counts')
+    except QueryError:
+        return 0  # no database before the server's first write
     return int(series[0]["values"][0][1]) if series else 0
 
 
-def _mosquitto_conf(run: Path, port: int) -> Path:
-    (run / "mosquitto").mkdir(parents=True, exist_ok=True)
-    conf = run / "mosquitto" / "mosquitto.conf"
-    conf.write_text(
-        ("user root\n" if os.geteuid() == 0 else "") + f"listener {port} 127.0.0.1\nallow_anonymous false\n"
-        f"password_file {run / 'mosquitto' / 'passwd'}\nacl_file {run / 'mosquitto' / 'acl'}\n"
-        f"persistence true\npersistence_location {run / 'mosquitto'}/\nlog_dest stdout\n"
-    )
-    return conf
+@dataclass
+class Stack:
+    """What the demo started, all stopped (edges first, broker last) when `_stack` exits."""
 
-
-def _influxd_conf(run: Path, port: int) -> Path:
-    d = run / "influxdb"
-    d.mkdir(parents=True, exist_ok=True)
-    conf = d / "influxdb.conf"
-    conf.write_text(
-        f'reporting-disabled = true\nbind-address = "127.0.0.1:{free_port()}"\n'
-        f'[meta]\n  dir = "{d}/meta"\n[data]\n  dir = "{d}/data"\n  wal-dir = "{d}/wal"\n'
-        f'  query-log-enabled = false\n[http]\n  bind-address = "127.0.0.1:{port}"\n  log-enabled = false\n'
-        '[logging]\n  level = "warn"\n'
-    )
-    return conf
-
-
-def _add_user(passwd: Path, user: str, password: str) -> None:
-    exe = _binary("mosquitto_passwd", "/usr/bin/mosquitto_passwd")
-    args = [exe, str(passwd), user] if passwd.exists() else [exe, "-c", str(passwd), user]
-    subprocess.run(args, input=f"{password}\n{password}\n", capture_output=True, text=True, check=True)
-    passwd.chmod(0o600)
+    broker: Broker
+    influx: Influx1
+    server: Process
+    edges: list[Process]
+    server_password: str
 
 
 @contextmanager
-def _stack(run: Path, clips: list[Clip], realtime: bool, console: Console) -> Iterator[tuple[Procs, dict[str, Any]]]:
-    procs = Procs()
-    try:
-        mq_port, db_port = free_port(), free_port()
+def _stack(run: Path, clips: list[Clip], realtime: bool, console: Console) -> Iterator[Stack]:
+    with ExitStack() as started:
         passwords = {SERVER_USER: secrets.token_urlsafe(24)}
         passwords |= {unit_username(GATE, c.unit): secrets.token_urlsafe(24) for c in clips}
-        (run / "mosquitto").mkdir(parents=True, exist_ok=True)
+        mq_dir = run / "mosquitto"
+        mq_dir.mkdir(parents=True, exist_ok=True)
         for user, pw in passwords.items():
-            _add_user(run / "mosquitto" / "passwd", user, pw)
-        (run / "mosquitto" / "acl").write_text(server_acl(SERVER_USER) + "".join(unit_acl(GATE, c.unit) for c in clips))
-        conf = _mosquitto_conf(run, mq_port)
-        broker = procs.start(
-            "mosquitto", [_binary("mosquitto", "/usr/sbin/mosquitto"), "-c", str(conf)], run / "mosquitto.log"
+            set_mosquitto_password(mq_dir / "passwd", user, pw)
+        (mq_dir / "acl").write_text(server_acl(SERVER_USER) + "".join(unit_acl(GATE, c.unit) for c in clips))
+        broker = start_mosquitto(
+            mq_dir, anonymous=False, password_file=mq_dir / "passwd", acl_file=mq_dir / "acl",
+            autosave_interval_s=None, log_types=("error", "warning", "notice", "information"), new_session=True,
         )
-        _wait_port(mq_port, broker, "mosquitto", run / "mosquitto.log")
-        dbconf = _influxd_conf(run, db_port)
-        db = procs.start(
-            "influxd", [_binary("influxd", "/usr/bin/influxd"), "-config", str(dbconf)], run / "influxd.log"
-        )
-        _wait_port(db_port, db, "influxd", run / "influxd.log")
-        console.print(
-            f"broker 127.0.0.1:{mq_port} (password + ACL), influxd http://127.0.0.1:{db_port}, run folder {run}"
-        )
+        started.callback(broker.stop)
+        influx = start_influxd(run / "influxdb", new_session=True)
+        started.callback(influx.stop)
+        console.print(f"broker 127.0.0.1:{broker.port} (password + ACL), influxd {influx.url}, run folder {run}")
 
         server_cfg = {
             "server_id": "demo",
             "mqtt": {
                 "host": "127.0.0.1",
-                "port": mq_port,
+                "port": broker.port,
                 "client_id": "demo-server",
                 "username": SERVER_USER,
                 "password_env": "GATEWATCH_MQTT_PASSWORD",
             },
             "influx": {
                 "api": "v1",
-                "url": f"http://127.0.0.1:{db_port}",
+                "url": influx.url,
                 "database": "gatewatch",
                 "create_database": True,
             },
@@ -284,12 +198,11 @@ def _stack(run: Path, clips: list[Clip], realtime: bool, console: Console) -> It
         (run / "server.yaml").write_text(yaml.safe_dump(server_cfg))
         base_env = {k: v for k, v in os.environ.items() if k != "GATEWATCH_MQTT_PASSWORD"}
         py = [sys.executable, "-m", "gatewatch"]
-        server = procs.start(
-            "server",
-            [*py, "server", "--config", str(run / "server.yaml")],
-            run / "server.log",
-            env=base_env | {"GATEWATCH_MQTT_PASSWORD": passwords[SERVER_USER]},
-        )
+        server = Process(
+            [*py, "server", "--config", str(run / "server.yaml")], run / "server.log",
+            env=base_env | {"GATEWATCH_MQTT_PASSWORD": passwords[SERVER_USER]}, new_session=True, name="server",
+        ).start()
+        started.callback(server.stop)
         edges = []
         for c in clips:
             a, b = c.line
@@ -306,26 +219,18 @@ def _stack(run: Path, clips: list[Clip], realtime: bool, console: Console) -> It
                         "queue_zone": _zone(a, b),
                     }
                 ],
-                "mqtt": {"host": "127.0.0.1", "port": mq_port, "username": unit_username(GATE, c.unit)},
+                "mqtt": {"host": "127.0.0.1", "port": broker.port, "username": unit_username(GATE, c.unit)},
                 "outbox": {"path": str(run / f"{c.unit}-outbox.sqlite3")},
                 "health": {"interval_s": 5},
             }
             path = run / f"{c.unit}.yaml"
             path.write_text(yaml.safe_dump(unit_cfg))
             env = base_env | {"GATEWATCH_MQTT_PASSWORD": passwords[unit_username(GATE, c.unit)]}
-            edges.append(procs.start(c.unit, [*py, "edge", "--config", str(path)], run / f"{c.unit}.log", env=env))
-        yield (
-            procs,
-            {
-                "server": server,
-                "edges": edges,
-                "mq_port": mq_port,
-                "db_url": f"http://127.0.0.1:{db_port}",
-                "server_password": passwords[SERVER_USER],
-            },
-        )
-    finally:
-        procs.stop_all()
+            edge = Process([*py, "edge", "--config", str(path)], run / f"{c.unit}.log", env=env, new_session=True,
+                           name=c.unit).start()
+            started.callback(edge.stop)
+            edges.append(edge)
+        yield Stack(broker, influx, server, edges, passwords[SERVER_USER])
 
 
 def _zone(a: tuple[float, float], b: tuple[float, float]) -> list[list[float]]:
@@ -348,24 +253,24 @@ def run_demo(names: list[str] | None, run_dir: Path, short: bool, realtime: bool
         shutil.rmtree(run)
     run.mkdir(parents=True)
     with ExitStack() as stack:
-        _, info = stack.enter_context(_stack(run, clips, realtime, console))
-        view = LiveView(info["mq_port"], info["server_password"])
+        started = stack.enter_context(_stack(run, clips, realtime, console))
+        view = LiveView(started.broker.port, started.server_password)
         stack.callback(view.close)
         with Live(view.table("starting"), console=console, refresh_per_second=2, transient=False) as live:
-            while any(p.poll() is None for p in info["edges"]):
-                if info["server"].poll() is not None:
+            while any(p.running for p in started.edges):
+                if not started.server.running:
                     raise DemoError(f"server exited: see {run / 'server.log'}")
-                running = sum(p.poll() is None for p in info["edges"])
+                running = sum(p.running for p in started.edges)
                 live.update(view.table(f"{running} of {len(clips)} cameras replaying"))
                 time.sleep(0.5)
-            failed = [c.unit for c, p in zip(clips, info["edges"], strict=True) if p.returncode != 0]
+            failed = [c.unit for c, p in zip(clips, started.edges, strict=True) if p.returncode != 0]
             if failed:
                 raise DemoError(f"edge unit(s) {failed} failed: see {run}/<unit>.log")
             published = view.total()
             stored = -1
             deadline = time.monotonic() + 30
             while time.monotonic() < deadline:
-                stored = influx_total(info["db_url"])
+                stored = influx_total(started.influx)
                 if stored == published:
                     break
                 time.sleep(0.5)

@@ -1,4 +1,5 @@
-"""Operations commands: provision broker, units and servers; calibrate a unit's lanes on a frame.
+"""Operations and developer commands: provision broker, units and servers; calibrate a unit's lanes
+on a frame; the whole stack on this machine (demo) and the server ingest benchmark.
 
 Imports of the work modules happen inside the commands, so `gatewatch --help` stays fast and a
 missing optional tool (openssl, a camera) only matters to the command that needs it. Expected
@@ -142,8 +143,26 @@ def demo_cmd(
     guarded(body)
 
 
+def bench_server_cmd(
+    units: list[int] = typer.Option([1, 10, 50], "--units", "-u", help="simulated unit counts, one row each"),
+    records: int = typer.Option(4000, "--records", "-n", help="window records per row"),
+    lanes: int = typer.Option(4, "--lanes", help="lanes per unit"),
+    rate: float = typer.Option(0.0, "--rate", help="records/s offered (0: as fast as possible)"),
+    batch_size: int = typer.Option(500, "--batch-size", help="server influx.batch_size (messages per write)"),
+) -> None:
+    """Window records/s from N simulated units through mosquitto and the server into influxd."""
+
+    def body() -> None:
+        from gatewatch.bench_server import run_bench
+
+        run_bench(units, records, lanes, rate, batch_size)
+
+    guarded(body)
+
+
 def register(app: typer.Typer) -> None:
     app.command("demo")(demo_cmd)
+    app.command("bench-server")(bench_server_cmd)
     app.command("provision-broker")(provision_broker_cmd)
     app.command("provision-unit")(provision_unit_cmd)
     app.command("provision-server")(provision_server_cmd)

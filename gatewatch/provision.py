@@ -220,7 +220,7 @@ def ensure_password(
         _write(env_file, f"{var}={password}\n", 0o600)
         changed = True
     if not _passwd_matches(passwd, user, password):
-        _mosquitto_passwd(passwd, user, password)
+        set_mosquitto_password(passwd, user, password)
         changed = True
     return changed
 
@@ -258,7 +258,7 @@ def _passwd_matches(passwd: Path, user: str, password: str) -> bool:
     return False
 
 
-def _mosquitto_passwd(passwd: Path, user: str, password: str) -> None:
+def set_mosquitto_password(passwd: Path, user: str, password: str) -> None:
     """Add or update an entry; the password goes through stdin, never the command line (ps)."""
     exe = shutil.which("mosquitto_passwd") or "/usr/bin/mosquitto_passwd"
     if not Path(exe).exists():

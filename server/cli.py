@@ -1,4 +1,5 @@
-"""Server commands: `gatewatch server` and `gatewatch bench-server`.
+"""Server command: `gatewatch server` (its benchmark, `gatewatch bench-server`, is a developer tool in
+gatewatch/bench_server.py).
 
 Imports of the server's machinery happen inside the commands, so `gatewatch --help` and the
 edge commands do not pay for paho, influxdb-client and SQLite set-up. Failures are one `error:`
@@ -50,20 +51,6 @@ def _serve(config: Path, validate_config: bool) -> None:
     app.run()
 
 
-def bench_server(
-    units: list[int] = typer.Option([1, 10, 50], "--units", "-u", help="simulated unit counts, one row each"),
-    records: int = typer.Option(4000, "--records", "-n", help="window records per row"),
-    lanes: int = typer.Option(4, "--lanes", help="lanes per unit"),
-    rate: float = typer.Option(0.0, "--rate", help="records/s offered (0: as fast as possible)"),
-    batch_size: int = typer.Option(500, "--batch-size", help="server influx.batch_size (messages per write)"),
-) -> None:
-    """Window records/s from N simulated units through mosquitto and the server into influxd."""
-    from server.bench import run_bench
-
-    guarded(lambda: run_bench(units, records, lanes, rate, batch_size))
-
-
 def register(app: typer.Typer) -> None:
-    """Add the server's commands to the top-level `gatewatch` app."""
+    """Add the server's command to the top-level `gatewatch` app."""
     app.command("server")(server)
-    app.command("bench-server")(bench_server)

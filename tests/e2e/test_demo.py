@@ -2,12 +2,8 @@
 
 from __future__ import annotations
 
-import json
-import re
 import subprocess
 import sys
-import urllib.parse
-import urllib.request
 from pathlib import Path
 
 import psutil
@@ -15,7 +11,8 @@ import pytest
 
 from tests import shared_data
 from tests.conftest import ROOT
-from tests.fixtures.procs import Service, require_binary
+from tests.fixtures.influx import start_influxd
+from tests.fixtures.procs import require_binary
 
 pytestmark = pytest.mark.model
 
@@ -41,14 +38,9 @@ def test_demo_short_mode(tmp_path: Path) -> None:
     assert left == []
 
     # the data is really on disk: start the demo's influxd again and ask it
-    conf = run / "influxdb" / "influxdb.conf"
-    port = int(re.findall(r'bind-address = "127.0.0.1:(\d+)"', conf.read_text())[-1])
-    db = Service([require_binary("influxd", "/usr/bin/influxd"), "-config", str(conf)], port, tmp_path / "influxd.log")
-    db.start()
+    db = start_influxd(tmp_path / "influxd", conf=run / "influxdb" / "influxdb.conf")
     try:
-        q = urllib.parse.urlencode({"db": "gatewatch", "q": 'SELECT sum("count") FROM lane_counts GROUP BY "class"'})
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}/query?{q}", timeout=10) as resp:
-            series = json.load(resp)["results"][0]["series"]
+        series = db.query('SELECT sum("count") FROM lane_counts GROUP BY "class"')
         assert {s["tags"]["class"]: s["values"][0][1] for s in series} == {"car": 11}
     finally:
         db.stop()

@@ -8,16 +8,9 @@ from collections import Counter
 from pathlib import Path
 
 from server.app import running
+from tests.fixtures.procs import wait_for
 from tests.server.fuzz import bad_messages
-from tests.server.helpers import (
-    Listener,
-    Publisher,
-    counts_message,
-    expected_counts,
-    influx_counts,
-    server_config,
-    wait_until,
-)
+from tests.server.helpers import Listener, Publisher, counts_message, expected_counts, influx_counts, server_config
 from wire.payloads import encode, topic_for
 from wire.topics import DEAD_LETTER
 
@@ -47,7 +40,7 @@ def test_ten_thousand_bad_payloads_are_dead_lettered_and_valid_traffic_survives(
         for topic, payload, _ in traffic:
             pub.send(topic, payload)
         pub.close()
-        wait_until(lambda: len(letters.snapshot()) >= N_BAD and server.health.stored >= len(valid), 90,
+        wait_for(lambda: len(letters.snapshot()) >= N_BAD and server.health.stored >= len(valid), 90,
                    "every dead letter and every valid record")
         assert server.subscriber.connected.is_set()
         health = server.health.snapshot(server.clock(), spool_depth=0, db_up=True, mqtt_connected=True,

@@ -9,7 +9,8 @@ from typing import Any
 
 from server.app import running
 from server.health import ServerHealthMessage
-from tests.fixtures.influx import Influx1
+from tests.fixtures.influx import Influx1, QueryError
+from tests.fixtures.procs import wait_for
 from tests.server.helpers import (
     BASE,
     GATE,
@@ -20,7 +21,6 @@ from tests.server.helpers import (
     publish_all,
     server_config,
     victoria_counts,
-    wait_until,
 )
 from wire.payloads import (
     AlertMessage,
@@ -39,7 +39,7 @@ from wire.topics import SERVER_HEALTH
 def _health_rows(db: Influx1) -> list[dict[str, Any]]:
     try:
         return db.rows("SELECT * FROM server_health")
-    except RuntimeError:
+    except QueryError:
         return []
 
 
@@ -56,13 +56,13 @@ def test_counts_stored_exactly_influx_v1(tmp_path: Path, mosquitto, influxd) -> 
     with running(cfg) as server:
         assert server.subscriber.connected.wait(10)
         publish_all(mosquitto.port, messages)
-        wait_until(lambda: server.health.stored >= len(messages), 30, "all messages stored")
+        wait_for(lambda: server.health.stored >= len(messages), 30, "all messages stored")
         # server health: on MQTT (retained) and in InfluxDB
-        wait_until(lambda: any(r["stored"] >= len(messages) for r in _health_rows(influxd)), 10, "server health")
+        wait_for(lambda: any(r["stored"] >= len(messages) for r in _health_rows(influxd)), 10, "server health")
     got = influx_counts(influxd)
     assert got == want
     health = Listener(mosquitto.port, SERVER_HEALTH, "health-reader")
-    wait_until(lambda: bool(health.snapshot()), 10, "retained server health")
+    wait_for(lambda: bool(health.snapshot()), 10, "retained server health")
     snap = ServerHealthMessage.model_validate_json(health.snapshot()[-1][1])
     health.close()
     assert snap.rejected == 0 and snap.spool_depth == 0
@@ -78,8 +78,8 @@ def test_counts_stored_exactly_v2_victoria(tmp_path: Path, mosquitto, victoria) 
     with running(cfg) as server:
         assert server.subscriber.connected.wait(10)
         publish_all(mosquitto.port, messages)
-        wait_until(lambda: server.health.stored >= len(messages), 30, "all messages stored")
-    wait_until(lambda: victoria_counts(victoria) == want, 10, "victoria-metrics to hold every count")
+        wait_for(lambda: server.health.stored >= len(messages), 30, "all messages stored")
+    wait_for(lambda: victoria_counts(victoria) == want, 10, "victoria-metrics to hold every count")
 
 
 def test_status_health_and_events_are_stored_and_drive_unit_alerts(tmp_path: Path, mosquitto, influxd) -> None:
@@ -99,7 +99,7 @@ def test_status_health_and_events_are_stored_and_drive_unit_alerts(tmp_path: Pat
     with running(cfg) as server:
         assert server.subscriber.connected.wait(10)
         publish_all(mosquitto.port, messages)
-        wait_until(lambda: server.health.stored >= len(messages), 30, "all messages stored")
+        wait_for(lambda: server.health.stored >= len(messages), 30, "all messages stored")
     status = influxd.rows("SELECT * FROM unit_status")
     assert [(r["state"], r["online"], r["unit"]) for r in status] == [("online", True, "u1"), ("offline", False, "u1")]
     health = influxd.rows("SELECT * FROM unit_health")
@@ -127,7 +127,7 @@ def test_shared_subscription_splits_the_stream_between_two_servers(tmp_path: Pat
         assert sa.subscriber.connected.wait(10) and sb.subscriber.connected.wait(10)
         time.sleep(0.5)  # both SUBACKs
         publish_all(mosquitto.port, messages)
-        wait_until(lambda: sa.health.stored + sb.health.stored >= len(messages), 30, "all messages stored")
+        wait_for(lambda: sa.health.stored + sb.health.stored >= len(messages), 30, "all messages stored")
         split = (sa.health.stored, sb.health.stored)
     assert sum(split) == len(messages)
     assert min(split) > 0, f"one server took everything: {split}"

@@ -12,7 +12,7 @@ from pathlib import Path
 from server.sinks import SinkRejected, SinkUnavailable
 from server.spool import Spool
 from server.writer import DurableWriter
-from tests.server.helpers import wait_until
+from tests.fixtures.procs import wait_for
 
 
 class FlakySink:
@@ -65,7 +65,7 @@ def test_writer_spools_while_down_and_replays_in_order(tmp_path: Path) -> None:
         assert not w.db_up and w.spool.depth == 3
         sink.down = False
         w.write(["6"])  # must queue behind 3..5, not overtake them
-        wait_until(lambda: w.spool.depth == 0 and w.db_up, 5, "replay")
+        wait_for(lambda: w.spool.depth == 0 and w.db_up, 5, "replay")
         w.write(["7"])
     finally:
         w.stop()
@@ -91,7 +91,7 @@ def test_a_spool_left_by_a_previous_run_is_replayed_on_start(tmp_path: Path) -> 
     w.start()
     try:
         w.write(["new"])
-        wait_until(lambda: w.spool.depth == 0, 5, "replay")
+        wait_for(lambda: w.spool.depth == 0, 5, "replay")
     finally:
         w.stop()
     assert sink.stored == ["old1", "old2", "new"]
