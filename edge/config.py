@@ -1,7 +1,8 @@
 """Unit configuration: one YAML file per edge unit, validated strictly.
 
-`extra="forbid"` everywhere: a typo in a field name at a gate must fail loudly at start-up
-(`gatewatch edge --validate-config`), not silently fall back to a default.
+In the project's one config style (common.config): strict models, so a typo in a field name at
+a gate fails loudly at start-up (`gatewatch edge --validate-config`) instead of silently falling
+back to a default; the broker password named by environment variable, never written here.
 """
 
 from __future__ import annotations
@@ -11,19 +12,11 @@ import os
 from pathlib import Path
 from typing import Annotated, Literal
 
-import yaml
-from pydantic import (
-    AwareDatetime,
-    BaseModel,
-    ConfigDict,
-    Field,
-    SecretStr,
-    ValidationError,
-    field_validator,
-    model_validator,
-)
+from pydantic import AwareDatetime, Field, field_validator, model_validator
 
-from common.errors import ConfigError
+from common.config import MqttConnection
+from common.config import StrictModel as _Strict
+from common.config import load_config as load_yaml_config
 from wire.payloads import VehicleClass
 from wire.topics import ID_PATTERN
 
@@ -38,10 +31,6 @@ DEFAULT_CLASS_MAP: dict[str, VehicleClass] = {
     "bus": VehicleClass.BUS,
     "motorcycle": VehicleClass.MOTORBIKE,
 }
-
-
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
 
 
 class SourceConfig(_Strict):
@@ -187,30 +176,21 @@ class CountingConfig(_Strict):
     events: bool = Field(False, title="Publish per-crossing events")
 
 
-class MqttConfig(_Strict):
-    host: str = Field("127.0.0.1", title="Broker host")
-    port: int = Field(1883, gt=0, lt=65536, title="Broker port")
-    username: str | None = Field(None, title="Username")
-    password: SecretStr | None = Field(
-        None, title="Password", description="or set GATEWATCH_MQTT_PASSWORD; never logged"
+class MqttConfig(MqttConnection):
+    """The unit's broker link: the shared connection settings plus the outbox drain."""
+
+    session_expiry_s: int = Field(
+        7 * 24 * 3600, ge=0, title="Session expiry (s)",
+        description="how long the broker keeps the unit's session (and its unacknowledged messages)",
     )
-    tls_ca: Path | None = Field(None, title="CA certificate", description="enables TLS")
-    tls_cert: Path | None = Field(None, title="Client certificate")
-    tls_key: Path | None = Field(None, title="Client key")
-    keepalive_s: int = Field(30, ge=5, le=3600, title="Keepalive")
-    session_expiry_s: int = Field(7 * 24 * 3600, ge=0, title="Session expiry")
-    reconnect_min_s: float = Field(1.0, gt=0, title="First reconnect delay")
-    reconnect_max_s: float = Field(60.0, gt=0, title="Longest reconnect delay")
+    reconnect_min_s: float = Field(
+        1.0, gt=0, title="First reconnect delay (s)", description="doubles per failed attempt"
+    )
+    reconnect_max_s: float = Field(60.0, gt=0, title="Longest reconnect delay (s)", description="backoff cap")
     drain_rate_per_s: float = Field(
         200.0, gt=0, title="Backlog drain rate", description="records/s after reconnect"
     )
     max_inflight: int = Field(20, ge=1, le=1000, title="Unacknowledged messages in flight")
-
-    def password_value(self) -> str | None:
-        env = os.environ.get("GATEWATCH_MQTT_PASSWORD")
-        if env:
-            return env
-        return self.password.get_secret_value() if self.password else None
 
 
 class OutboxConfig(_Strict):
@@ -270,26 +250,13 @@ class UnitConfig(_Strict):
 
     def config_hash(self) -> str:
         """Short hash published in `status`, so operators can tell which config a unit runs."""
-        dumped = self.model_dump_json(exclude={"mqtt": {"password"}})
-        return hashlib.sha256(dumped.encode()).hexdigest()[:16]
+        return hashlib.sha256(self.model_dump_json().encode()).hexdigest()[:16]
 
 
 def load_config(path: Path | str, base_dir: Path | None = None) -> UnitConfig:
     """Read and validate a unit config; relative paths in it resolve against the file's folder."""
     path = Path(path)
-    try:
-        raw = yaml.safe_load(path.read_text())
-    except FileNotFoundError:
-        raise ConfigError(f"config file not found: {path}") from None
-    except (OSError, yaml.YAMLError) as exc:
-        raise ConfigError(f"cannot read config {path}: {exc}") from None
-    if not isinstance(raw, dict):
-        raise ConfigError(f"{path}: expected a mapping at the top level")
-    try:
-        cfg = UnitConfig.model_validate(raw)
-    except ValidationError as exc:
-        raise ConfigError.from_validation(exc, str(path)) from None
-    return resolve_paths(cfg, base_dir or path.parent)
+    return resolve_paths(load_yaml_config(UnitConfig, path), base_dir or path.parent)
 
 
 def resolve_paths(cfg: UnitConfig, base: Path) -> UnitConfig:

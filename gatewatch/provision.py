@@ -41,8 +41,8 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 import yaml
-from pydantic import ValidationError
 
+from common.config import load_config, validate_config
 from common.errors import EXIT_USAGE, ConfigError, GatewatchError
 from edge.config import UnitConfig
 from wire.errors import WireError
@@ -471,9 +471,10 @@ def starter_unit_config(gate: str, unit: str, opts: UnitOptions) -> dict[str, An
             "host": opts.broker_host,
             "port": opts.broker_port,
             "username": unit_username(gate, unit),
-            "tls_ca": str(tls / "ca.crt"),
-            "tls_cert": str(tls / "client.crt"),
-            "tls_key": str(tls / "client.key"),
+            "password_env": UNIT_PASSWORD_ENV,
+            "tls_ca_file": str(tls / "ca.crt"),
+            "tls_cert_file": str(tls / "client.crt"),
+            "tls_key_file": str(tls / "client.key"),
         },
         "outbox": {"path": "/var/lib/gatewatch/outbox.sqlite3"},
     }
@@ -495,7 +496,7 @@ def parse_source(source: str) -> dict[str, Any]:
 
 UNIT_YAML_HEADER = """\
 # gatewatch edge unit {gate}/{unit}, written by `gatewatch provision-unit`.
-# The MQTT password is not here: systemd loads it from {etc}/edge.env (GATEWATCH_MQTT_PASSWORD).
+# The MQTT password is not here: systemd loads it from {etc}/edge.env (mqtt.password_env names the variable).
 # lane1 is a placeholder: run `gatewatch calibrate --config {etc}/unit.yaml --out frame.png`,
 # look at frame.png and move the line and queue zone onto the real lanes (docs/installer-guide.md).
 """
@@ -504,19 +505,17 @@ UNIT_YAML_HEADER = """\
 def _ensure_unit_config(path: Path, gate: str, unit: str, opts: UnitOptions) -> bool:
     if path.exists():
         try:
-            existing = UnitConfig.model_validate(yaml.safe_load(path.read_text()))
-        except ValidationError as exc:
-            raise ProvisionError(_one_line(ConfigError.from_validation(exc, str(path)))) from None
-        except yaml.YAMLError as exc:
-            raise ProvisionError(f"{path}: not valid YAML: {_last_line(str(exc))}") from None
+            existing = load_config(UnitConfig, path)
+        except ConfigError as exc:
+            raise ProvisionError(_one_line(exc)) from None
         if (existing.gate, existing.unit) != (gate, unit):
             raise ProvisionError(f"{path} is for {existing.gate}/{existing.unit}, not {gate}/{unit}")
         return False
     raw = starter_unit_config(gate, unit, opts)
     try:
-        UnitConfig.model_validate(raw)
-    except ValidationError as exc:
-        raise ProvisionError(_one_line(ConfigError.from_validation(exc, "starter config"))) from None
+        validate_config(UnitConfig, raw, "starter config")
+    except ConfigError as exc:
+        raise ProvisionError(_one_line(exc)) from None
     header = UNIT_YAML_HEADER.format(gate=gate, unit=unit, etc=opts.etc_dir)
     _write(path, header + yaml.safe_dump(raw, sort_keys=False, default_flow_style=None), 0o644)
     return True

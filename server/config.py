@@ -1,4 +1,4 @@
-"""Server configuration: one YAML file validated by pydantic, secrets only via environment variables.
+"""Server configuration: one YAML file in the project's one config style (common.config).
 
 Every model forbids unknown keys, so a typo (``raise_fro_s``) is an error with its path instead
 of a silently ignored setting that leaves a gate without alerts. Passwords and tokens are named
@@ -7,59 +7,29 @@ by environment variable, never written in the file, so the file can be shared an
 
 from __future__ import annotations
 
-import os
 from enum import StrEnum
 from pathlib import Path
 from typing import Any, Literal
 
-import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import Field, model_validator
 
-from common.errors import ConfigError
+from common.config import MqttConnection, validate_config
+from common.config import StrictModel as _Strict
+from common.config import load_config as load_yaml_config
 from server.alerts.config import AlertsConfig
 from wire.payloads import MAX_PAYLOAD_BYTES
 from wire.topics import ALL_UNITS, ID_PATTERN
 
 
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+class MqttConfig(MqttConnection):
+    """The server's broker session: the shared connection settings plus subscription and flow control."""
 
-
-def secret_from_env(var: str | None, what: str) -> str | None:
-    """Read a secret named by the config; a named but unset variable is a config error, not None."""
-    if var is None:
-        return None
-    value = os.environ.get(var)
-    if value is None:
-        raise ConfigError(f"{what}: environment variable {var} is not set")
-    return value
-
-
-class MqttConfig(_Strict):
-    host: str = Field("127.0.0.1", title="Broker host", description="broker name or address")
-    port: int = Field(1883, ge=1, le=65535, title="Broker port", description="broker TCP port (8883 is usual with TLS)")
     client_id: str = Field(
         "gatewatch-server",
         min_length=1,
         max_length=64,
         title="Client id",
         description="fixed, so the broker keeps this server's persistent session across restarts",
-    )
-    username: str | None = Field(
-        None, title="Username", description="broker user; the password comes from password_env"
-    )
-    password_env: str | None = Field(
-        None,
-        title="Password env var",
-        description="environment variable with the password",
-    )
-    tls_ca_file: Path | None = Field(None, title="CA file", description="enables TLS when set")
-    keepalive_s: int = Field(
-        30,
-        ge=5,
-        le=3600,
-        title="Keepalive (s)",
-        description="MQTT keepalive; a dead link is noticed after about 1.5x this",
     )
     session_expiry_s: int = Field(
         7 * 24 * 3600,
@@ -247,23 +217,8 @@ class ServerConfig(_Strict):
 
 
 def parse_config(raw: Any, source: str | None = None) -> ServerConfig:
-    if raw is None:
-        raw = {}
-    if not isinstance(raw, dict):
-        raise ConfigError(f"<root>: expected a mapping, got {type(raw).__name__}", source)
-    try:
-        return ServerConfig.model_validate(raw)
-    except ValidationError as exc:
-        raise ConfigError.from_validation(exc, source) from None
+    return validate_config(ServerConfig, raw, source)
 
 
 def load_config(path: Path) -> ServerConfig:
-    try:
-        text = path.read_text()
-    except OSError as exc:
-        raise ConfigError(str(exc.strerror or exc), str(path)) from None
-    try:
-        raw = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"not valid YAML: {str(exc).splitlines()[0]}", str(path)) from None
-    return parse_config(raw, str(path))
+    return load_yaml_config(ServerConfig, path)

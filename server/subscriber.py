@@ -28,7 +28,7 @@ from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 
 from server import ServerError
-from server.config import MqttConfig, secret_from_env
+from server.config import MqttConfig
 
 log = logging.getLogger(__name__)
 
@@ -67,10 +67,12 @@ class Subscriber:
         # paho accepts float delays; its int annotation is narrower than the implementation
         self.client.reconnect_delay_set(cast(int, config.reconnect_min_s), cast(int, config.reconnect_max_s))
         if config.username is not None:
-            self.client.username_pw_set(config.username, secret_from_env(config.password_env, "mqtt.password_env"))
+            self.client.username_pw_set(config.username, config.password(required=True))
         if config.tls_ca_file is not None:
+            cert, key = config.tls_cert_file, config.tls_key_file
             try:
-                self.client.tls_set(ca_certs=str(config.tls_ca_file), cert_reqs=ssl.CERT_REQUIRED)
+                self.client.tls_set(ca_certs=str(config.tls_ca_file), certfile=str(cert) if cert else None,
+                                    keyfile=str(key) if key else None, cert_reqs=ssl.CERT_REQUIRED)
             except (OSError, ssl.SSLError, ValueError) as exc:
                 raise SubscriberError(f"mqtt.tls_ca_file {config.tls_ca_file}: {exc}") from None
         self.client.on_connect = self._on_connect

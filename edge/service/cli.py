@@ -35,11 +35,12 @@ def check_runtime_config(cfg: UnitConfig, *, need_model: bool = True) -> None:
         raise EdgeError(f"model not found: {cfg.model.path} (see models/README; set model.path or GATEWATCH_MODEL)")
     if cfg.source.kind == "file" and cfg.source.path and not Path(cfg.source.path).exists():
         raise EdgeError(f"source file not found: {cfg.source.path}")
-    for tls in (cfg.mqtt.tls_ca, cfg.mqtt.tls_cert, cfg.mqtt.tls_key):
+    for tls in (cfg.mqtt.tls_ca_file, cfg.mqtt.tls_cert_file, cfg.mqtt.tls_key_file):
         if tls is not None and not tls.exists():
             raise EdgeError(f"mqtt TLS file not found: {tls}")
-    if cfg.mqtt.username and not cfg.mqtt.password_value():
-        log.warning("mqtt.username is set but no password (mqtt.password or GATEWATCH_MQTT_PASSWORD)")
+    if cfg.mqtt.username and not cfg.mqtt.password(required=False):
+        log.warning("mqtt.username is set but no password: environment variable %s is not set (mqtt.password_env)",
+                    cfg.mqtt.password_env)
 
 
 def check_broker(cfg: UnitConfig, timeout_s: float = 10.0) -> None:
@@ -58,12 +59,12 @@ def check_broker(cfg: UnitConfig, timeout_s: float = 10.0) -> None:
         protocol=MQTTProtocolVersion.MQTTv5,
     )
     if cfg.mqtt.username:
-        client.username_pw_set(cfg.mqtt.username, cfg.mqtt.password_value())
-    if cfg.mqtt.tls_ca:
+        client.username_pw_set(cfg.mqtt.username, cfg.mqtt.password(required=False))
+    if cfg.mqtt.tls_ca_file:
         client.tls_set(
-            ca_certs=str(cfg.mqtt.tls_ca),
-            certfile=str(cfg.mqtt.tls_cert) if cfg.mqtt.tls_cert else None,
-            keyfile=str(cfg.mqtt.tls_key) if cfg.mqtt.tls_key else None,
+            ca_certs=str(cfg.mqtt.tls_ca_file),
+            certfile=str(cfg.mqtt.tls_cert_file) if cfg.mqtt.tls_cert_file else None,
+            keyfile=str(cfg.mqtt.tls_key_file) if cfg.mqtt.tls_key_file else None,
         )
 
     def on_connect(c: mqtt.Client, u: Any, f: Any, rc: Any, p: Any) -> None:

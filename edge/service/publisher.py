@@ -139,17 +139,17 @@ class Publisher:
             client_id=self.client_id,
             protocol=MQTTProtocolVersion.MQTTv5,
         )
-        password = cfg.password_value()
+        password = cfg.password(required=False)
         if cfg.username:
             client.username_pw_set(cfg.username, password)
         elif password:
             log.warning("mqtt: a password is set but no username; connecting without credentials")
-        if cfg.tls_ca:
+        if cfg.tls_ca_file:
             try:
                 client.tls_set(
-                    ca_certs=str(cfg.tls_ca),
-                    certfile=str(cfg.tls_cert) if cfg.tls_cert else None,
-                    keyfile=str(cfg.tls_key) if cfg.tls_key else None,
+                    ca_certs=str(cfg.tls_ca_file),
+                    certfile=str(cfg.tls_cert_file) if cfg.tls_cert_file else None,
+                    keyfile=str(cfg.tls_key_file) if cfg.tls_key_file else None,
                 )
             except (OSError, ValueError) as exc:
                 raise PublisherError(f"mqtt TLS set-up failed: {exc}") from None
@@ -193,8 +193,8 @@ class Publisher:
                 # week must not bury everything else in the journal.
                 log.error(
                     "mqtt broker %s:%d refused the connection: %s (check mqtt.username and the "
-                    "password / GATEWATCH_MQTT_PASSWORD); retrying with backoff, records stay in the outbox",
-                    self.cfg.host, self.cfg.port, text,
+                    "password in %s); retrying with backoff, records stay in the outbox",
+                    self.cfg.host, self.cfg.port, text, self.cfg.password_env,
                 )
                 self._last_refusal = text
             else:
@@ -218,7 +218,7 @@ class Publisher:
         if not self._unreachable_logged:
             log.warning(
                 "mqtt broker %s:%d unreachable (%s failed); buffering to the outbox and retrying with backoff",
-                self.cfg.host, self.cfg.port, "TCP connect or TLS handshake" if self.cfg.tls_ca else "TCP connect",
+                self.cfg.host, self.cfg.port, "TCP connect or TLS handshake" if self.cfg.tls_ca_file else "TCP connect",
             )
             self._unreachable_logged = True
 

@@ -88,7 +88,7 @@ def test_starter_configs_validate(tmp_path: Path) -> None:
     cfg = load_config(state.unit_dir("huu-nghi", "cam1") / "unit.yaml")
     assert (cfg.gate, cfg.unit, cfg.mqtt.username, cfg.mqtt.port) == ("huu-nghi", "cam1", "huu-nghi.cam1", 8883)
     assert cfg.source.kind == "rtsp" and cfg.source.path == "rtsp://10.0.0.9/stream1"
-    assert cfg.mqtt.password is None and cfg.mqtt.tls_cert is not None
+    assert cfg.mqtt.password_env == UNIT_PASSWORD_ENV and cfg.mqtt.tls_cert_file is not None
     server = load_server_config(state.server_dir("gatewatch-server") / "server.yaml")
     assert (server.mqtt.username, server.mqtt.port, server.mqtt.tls_ca_file is not None) == (
         "gatewatch-server", 8884, True)

@@ -51,8 +51,9 @@ def unit_config(broker: SecureBroker, tmp: Path) -> UnitConfig:
     bundle = broker.state.unit_dir(GATE, UNIT)
     raw = yaml.safe_load((bundle / "unit.yaml").read_text())
     tls = bundle / "tls"
-    raw["mqtt"].update(host="127.0.0.1", port=broker.unit_port, tls_ca=str(tls / "ca.crt"),
-                       tls_cert=str(tls / "client.crt"), tls_key=str(tls / "client.key"), reconnect_min_s=0.2)
+    raw["mqtt"].update(host="127.0.0.1", port=broker.unit_port, tls_ca_file=str(tls / "ca.crt"),
+                       tls_cert_file=str(tls / "client.crt"), tls_key_file=str(tls / "client.key"),
+                       reconnect_min_s=0.2)
     raw["outbox"] = {"path": str(tmp / "outbox.sqlite3")}
     raw["source"] = {"kind": "file", "path": str(tmp / "unused.mp4")}
     tmp.mkdir(parents=True, exist_ok=True)

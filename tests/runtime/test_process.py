@@ -26,7 +26,7 @@ from wire.payloads import StatusMessage, UnitState
 def write_config(tmp: Path, port: int, **over: Any) -> Path:
     cfg = unit_config(tmp, port, **over)
     path = tmp / "unit.yaml"
-    path.write_text(yaml.safe_dump(cfg.model_dump(mode="json", exclude={"mqtt": {"password"}})))
+    path.write_text(yaml.safe_dump(cfg.model_dump(mode="json")))
     return path
 
 
