@@ -83,10 +83,10 @@ def _messages(units: int, lanes: int, per_lane: int) -> list[tuple[str, str, int
 
 def run_row(tmp: Path, mq_port: int, influx: Influx1, units: int, records: int, lanes: int, rate: float,
             batch_size: int, progress: Any) -> Row:
-    import paho.mqtt.client as mqtt
     import psutil
     import yaml
-    from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
+
+    from common.mqtt import make_client
 
     db = f"bench_{units}u_{int(time.time() * 1000)}"
     per_lane = max(1, records // (units * lanes))
@@ -117,9 +117,7 @@ def run_row(tmp: Path, mq_port: int, influx: Influx1, units: int, records: int, 
         sent_at: dict[tuple[str, str, int], float] = {}
         done: dict[tuple[str, str], int] = {}
         latencies: list[float] = []
-        pub = mqtt.Client(callback_api_version=CallbackAPIVersion.VERSION2, client_id=f"{db}-units",
-                          protocol=MQTTProtocolVersion.MQTTv5)
-        pub.max_inflight_messages_set(1000)
+        pub = make_client(f"{db}-units", max_inflight=1000)
         pub.connect("127.0.0.1", mq_port)
         pub.loop_start()
 

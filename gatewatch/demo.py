@@ -23,12 +23,12 @@ from typing import Any
 
 import paho.mqtt.client as mqtt
 import yaml
-from paho.mqtt.enums import CallbackAPIVersion
 from rich.console import Console
 from rich.live import Live
 from rich.table import Table
 
 from common.errors import GatewatchError
+from common.mqtt import make_client
 from edge.devtools.truth import read_ground_truth
 from edge.paths import default_model, footage_dir
 from edge.stages.geometry import side_names
@@ -89,8 +89,7 @@ class LiveView:
         self.lanes: dict[tuple[str, str], LaneView] = {}
         self.alerts: dict[str, str] = {}
         self.lock = threading.Lock()
-        self.client = mqtt.Client(callback_api_version=CallbackAPIVersion.VERSION2, client_id="demo-view")
-        self.client.username_pw_set(SERVER_USER, password)
+        self.client = make_client("demo-view", username=SERVER_USER, password=password)
         self.client.on_connect = lambda c, u, f, rc, p: c.subscribe(f"gatewatch/v1/{GATE}/#", qos=1)
         self.client.on_message = self._on_message
         self.client.connect_async("127.0.0.1", port)

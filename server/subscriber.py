@@ -16,17 +16,16 @@ from __future__ import annotations
 
 import logging
 import queue
-import ssl
 import threading
 from dataclasses import dataclass
-from typing import Any, cast
+from typing import Any
 
 import paho.mqtt.client as mqtt
-from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 
+from common.mqtt import client_for
 from server import ServerError
 from server.config import MqttConfig
 
@@ -34,7 +33,7 @@ log = logging.getLogger(__name__)
 
 
 class SubscriberError(ServerError):
-    """The MQTT client cannot be set up (bad TLS file, bad options)."""
+    """The MQTT client cannot connect at all (bad options); TLS set-up errors are common.mqtt.MqttError."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -59,22 +58,11 @@ class Subscriber:
         self._lock = threading.Lock()
         self.connected = threading.Event()
         self._failed_logged = False
-        self.client = client or mqtt.Client(
-            callback_api_version=CallbackAPIVersion.VERSION2, client_id=config.client_id,
-            protocol=MQTTProtocolVersion.MQTTv5, manual_ack=True,
+        # a server must not start without its password (unlike a unit, it has no outbox to fill)
+        self.client = client or client_for(
+            config, config.client_id, password=config.password(required=True) if config.username is not None else None,
+            manual_ack=True, max_inflight=1000, reconnect_s=(config.reconnect_min_s, config.reconnect_max_s),
         )
-        self.client.max_inflight_messages_set(1000)
-        # paho accepts float delays; its int annotation is narrower than the implementation
-        self.client.reconnect_delay_set(cast(int, config.reconnect_min_s), cast(int, config.reconnect_max_s))
-        if config.username is not None:
-            self.client.username_pw_set(config.username, config.password(required=True))
-        if config.tls_ca_file is not None:
-            cert, key = config.tls_cert_file, config.tls_key_file
-            try:
-                self.client.tls_set(ca_certs=str(config.tls_ca_file), certfile=str(cert) if cert else None,
-                                    keyfile=str(key) if key else None, cert_reqs=ssl.CERT_REQUIRED)
-            except (OSError, ssl.SSLError, ValueError) as exc:
-                raise SubscriberError(f"mqtt.tls_ca_file {config.tls_ca_file}: {exc}") from None
         self.client.on_connect = self._on_connect
         self.client.on_connect_fail = self._on_connect_fail
         self.client.on_disconnect = self._on_disconnect

@@ -48,26 +48,13 @@ def check_broker(cfg: UnitConfig, timeout_s: float = 10.0) -> None:
     exits over an unreachable broker (it buffers)."""
     import threading
 
-    import paho.mqtt.client as mqtt
-    from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
+    from common.mqtt import client_for
 
     result: dict[str, str] = {}
     done = threading.Event()
-    client = mqtt.Client(
-        callback_api_version=CallbackAPIVersion.VERSION2,
-        client_id=f"{cfg.gate}-{cfg.unit}-check",
-        protocol=MQTTProtocolVersion.MQTTv5,
-    )
-    if cfg.mqtt.username:
-        client.username_pw_set(cfg.mqtt.username, cfg.mqtt.password(required=False))
-    if cfg.mqtt.tls_ca_file:
-        client.tls_set(
-            ca_certs=str(cfg.mqtt.tls_ca_file),
-            certfile=str(cfg.mqtt.tls_cert_file) if cfg.mqtt.tls_cert_file else None,
-            keyfile=str(cfg.mqtt.tls_key_file) if cfg.mqtt.tls_key_file else None,
-        )
+    client = client_for(cfg.mqtt, f"{cfg.gate}-{cfg.unit}-check", password=cfg.mqtt.password(required=False))
 
-    def on_connect(c: mqtt.Client, u: Any, f: Any, rc: Any, p: Any) -> None:
+    def on_connect(c: Any, u: Any, f: Any, rc: Any, p: Any) -> None:
         result["rc"] = "ok" if not rc.is_failure else str(rc)
         done.set()
 

@@ -23,14 +23,14 @@ import time
 from collections import deque
 from collections.abc import Callable
 from enum import StrEnum
-from typing import Any, cast
+from typing import Any
 
 import paho.mqtt.client as mqtt
-from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 
+from common.mqtt import client_for
 from edge import EdgeError
 from edge.config import MqttConfig
 from edge.service.outbox import Outbox
@@ -47,7 +47,7 @@ MessageHandler = Callable[[str, bytes], None]
 
 
 class PublisherError(EdgeError):
-    """The MQTT client cannot be set up (bad TLS files, bad options)."""
+    """The MQTT client cannot connect at all (bad options); TLS set-up errors are common.mqtt.MqttError."""
 
 
 class LinkState(StrEnum):
@@ -99,7 +99,10 @@ class Publisher:
         subscriptions: list[str] | None = None,
         on_message: MessageHandler | None = None,
         clock: Callable[[], float] = time.monotonic,
+        client: mqtt.Client | None = None,
     ) -> None:
+        """`client`: a paho client to drive instead of one built from `cfg` (common.mqtt); the
+        publisher sets its callbacks and Last Will either way."""
         self.cfg = cfg
         self.outbox = outbox
         self.client_id = f"{gate}-{unit}"
@@ -128,34 +131,21 @@ class Publisher:
         self._stopping = threading.Event()
         self._drain_thread: threading.Thread | None = None
         self._bucket = TokenBucket(cfg.drain_rate_per_s, min(cfg.drain_rate_per_s / 10, cfg.max_inflight), clock)
-        self.client = self._make_client()
+        self.client = client or self._make_client()
+        self._attach(self.client)
 
     # -- set-up -----------------------------------------------------------------------------------
 
     def _make_client(self) -> mqtt.Client:
+        """The unit's client; a unit without its password still counts into the outbox (and says so)."""
         cfg = self.cfg
-        client = mqtt.Client(
-            callback_api_version=CallbackAPIVersion.VERSION2,
-            client_id=self.client_id,
-            protocol=MQTTProtocolVersion.MQTTv5,
-        )
         password = cfg.password(required=False)
-        if cfg.username:
-            client.username_pw_set(cfg.username, password)
-        elif password:
+        if not cfg.username and password:
             log.warning("mqtt: a password is set but no username; connecting without credentials")
-        if cfg.tls_ca_file:
-            try:
-                client.tls_set(
-                    ca_certs=str(cfg.tls_ca_file),
-                    certfile=str(cfg.tls_cert_file) if cfg.tls_cert_file else None,
-                    keyfile=str(cfg.tls_key_file) if cfg.tls_key_file else None,
-                )
-            except (OSError, ValueError) as exc:
-                raise PublisherError(f"mqtt TLS set-up failed: {exc}") from None
-        client.max_inflight_messages_set(cfg.max_inflight)
-        # paho annotates these as int but does float arithmetic; sub-second delays are useful.
-        client.reconnect_delay_set(cast(int, cfg.reconnect_min_s), cast(int, cfg.reconnect_max_s))
+        return client_for(cfg, self.client_id, password=password, max_inflight=cfg.max_inflight,
+                          reconnect_s=(cfg.reconnect_min_s, cfg.reconnect_max_s))
+
+    def _attach(self, client: mqtt.Client) -> None:
         client.on_pre_connect = self._on_pre_connect
         client.on_connect = self._on_connect
         client.on_connect_fail = self._on_connect_fail
@@ -164,7 +154,6 @@ class Publisher:
         client.on_message = self._on_message_cb
         client.on_subscribe = self._on_subscribe
         self._set_will(client)
-        return client
 
     def _set_will(self, client: mqtt.Client) -> None:
         """Refresh the Last Will before each CONNECT, so its seq and time are those of this session."""

@@ -1,4 +1,4 @@
-"""A real paho (VERSION2 callbacks, MQTT v5) client for security tests.
+"""A real MQTT client (common.mqtt: VERSION2 callbacks, MQTT v5) for security tests.
 
 The broker under test runs the shipped deploy/mosquitto/mosquitto.conf (`SHIPPED_CONF`), rendered
 for a test machine by gatewatch.services.write_shipped_mosquitto_conf.
@@ -14,9 +14,10 @@ from pathlib import Path
 from typing import Any
 
 import paho.mqtt.client as mqtt
-from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
 from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
+
+from common.mqtt import make_client
 
 ROOT = Path(__file__).resolve().parents[2]
 SHIPPED_CONF = ROOT / "deploy" / "mosquitto" / "mosquitto.conf"
@@ -51,11 +52,8 @@ class Probe:
         self.disconnects = 0
         self._connack: queue.Queue[Connect] = queue.Queue()
         self._acked = threading.Condition()
-        c = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=self.client_id, protocol=MQTTProtocolVersion.MQTTv5)
-        if self.username is not None:
-            c.username_pw_set(self.username, self.password)
-        if self.ca is not None:
-            c.tls_set(ca_certs=str(self.ca), certfile=_opt(self.cert), keyfile=_opt(self.key))
+        c = make_client(self.client_id, username=self.username, password=self.password, tls_ca_file=self.ca,
+                        tls_cert_file=self.cert, tls_key_file=self.key)
         c.on_connect = self._on_connect
         c.on_disconnect = self._on_disconnect
         c.on_message = self._on_message
@@ -135,10 +133,6 @@ class Probe:
         with self._acked:
             self.subacks[mid] = rcs
             self._acked.notify_all()
-
-
-def _opt(p: Path | None) -> str | None:
-    return None if p is None else str(p)
 
 
 def env_value(path: Path, var: str) -> str:

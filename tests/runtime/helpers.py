@@ -11,10 +11,10 @@ from pathlib import Path
 from typing import Any, cast
 
 import paho.mqtt.client as mqtt
-from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
+from common.mqtt import make_client
 from edge.config import UnitConfig
 from wire.payloads import CameraState, CountsMessage, Message, VehicleClass, WindowRecord, decode_message
 
@@ -104,11 +104,7 @@ class Subscriber:
         self.messages: list[tuple[str, bytes, bool]] = []
         self._lock = threading.Lock()
         self.connected = threading.Event()
-        self.client = mqtt.Client(
-            callback_api_version=CallbackAPIVersion.VERSION2, client_id=client_id,
-            protocol=MQTTProtocolVersion.MQTTv5,
-        )
-        self.client.reconnect_delay_set(cast(int, 0.2), 1)
+        self.client = make_client(client_id, reconnect_s=(0.2, 1))
         self.topic = topic
 
         def on_connect(c: mqtt.Client, u: Any, f: Any, rc: Any, p: Any) -> None:

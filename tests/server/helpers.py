@@ -13,14 +13,14 @@ from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any, cast
+from typing import Any
 
 import paho.mqtt.client as mqtt
 import yaml
-from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
+from common.mqtt import make_client
 from gatewatch.services import Process, wait_for
 from server.config import ServerConfig, parse_config
 from wire.payloads import (
@@ -102,17 +102,11 @@ def expected_counts(messages: Iterable[CountsMessage]) -> Counter[tuple[str, str
     return out
 
 
-def _client(client_id: str, clean: bool = True) -> mqtt.Client:
-    return mqtt.Client(callback_api_version=CallbackAPIVersion.VERSION2, client_id=client_id,
-                       protocol=MQTTProtocolVersion.MQTTv5)
-
-
 class Publisher:
     """Publishes QoS 1 like an edge unit and can wait until the broker has every message."""
 
     def __init__(self, port: int, client_id: str = "test-pub") -> None:
-        self.client = _client(client_id)
-        self.client.max_inflight_messages_set(1000)
+        self.client = make_client(client_id, max_inflight=1000)
         self._acked = 0
         self._sent = 0
         self._lock = threading.Lock()
@@ -158,7 +152,7 @@ class Listener:
         self.messages: list[tuple[str, bytes, bool]] = []
         self._lock = threading.Lock()
         self.ready = threading.Event()
-        self.client = _client(client_id)
+        self.client = make_client(client_id, reconnect_s=(0.2, 1))
 
         def on_connect(c: mqtt.Client, u: Any, f: Any, rc: Any, p: Any) -> None:
             if not rc.is_failure:
@@ -176,7 +170,6 @@ class Listener:
         self.client.on_message = on_message
         props = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]  # paho: unannotated __init__
         props.SessionExpiryInterval = 600
-        self.client.reconnect_delay_set(cast(int, 0.2), 1)
         self.client.connect("127.0.0.1", port, keepalive=10, clean_start=False, properties=props)
         self.client.loop_start()
         assert self.ready.wait(10), "listener could not subscribe"

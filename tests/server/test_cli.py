@@ -7,10 +7,9 @@ import subprocess
 import time
 from pathlib import Path
 
-import paho.mqtt.client as mqtt
 import yaml
-from paho.mqtt.enums import CallbackAPIVersion
 
+from common.mqtt import make_client
 from tests.fixtures.influx import Influx1, QueryError
 from tests.fixtures.mosquitto import add_user, start_broker
 from tests.fixtures.procs import free_port, wait_for
@@ -128,8 +127,7 @@ def test_broker_password_from_env_works_and_is_never_logged(tmp_path: Path, infl
             del os.environ["GW_MQTT_PASSWORD"]
         try:
             wait_for(lambda: "mqtt connected" in env_server.output(), 20, "an authenticated connect")
-            edge = mqtt.Client(callback_api_version=CallbackAPIVersion.VERSION2, client_id="edge-auth")
-            edge.username_pw_set("edge", "edge-pw")
+            edge = make_client("edge-auth", username="edge", password="edge-pw")
             edge.connect("127.0.0.1", broker.port)
             edge.loop_start()
             m = counts_message("u1", "l1", 1)
