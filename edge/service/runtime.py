@@ -305,6 +305,7 @@ class EdgeRuntime:
         self.notifier.notify("READY=1\nSTATUS=counting")
         ended = False
         try:
+            stoppable = isinstance(pipeline, Stoppable)
             for record in pipeline.records():
                 try:
                     self.enqueue_record(record)
@@ -315,7 +316,9 @@ class EdgeRuntime:
                 except OutboxError as exc:
                     self._storage_loss(f"window record of lane {record.lane} at {record.window_start}", exc)
                 self._progress_at = self.monotonic()
-                if self._stop.is_set():
+                # A stoppable pipeline ends by itself after a stop, once it has flushed every lane's
+                # open window: breaking here would lose all but the first of those records.
+                if self._stop.is_set() and not stoppable:
                     break
             ended = not self._stop.is_set()
         finally:
