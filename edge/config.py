@@ -237,7 +237,7 @@ class OutboxConfig(_Strict):
         "long is published again: a broker that crashes loses what it acknowledged since its last save",
     )
     ledger_s: float = Field(
-        3600.0, ge=0, le=7 * 86_400, title="Window memory (s)",
+        900.0, ge=0, le=7 * 86_400, title="Window memory (s)",
         description="how far back the unit remembers the windows it emitted, so that a second piece of one "
         "window (a restart inside it, the clock stepping back) is merged into one record, not sent as a clash",
     )

@@ -62,6 +62,8 @@ DROP_LOG_INTERVAL_S = 60.0
 #: disk costs one delete per few dozen enqueues rather than one per enqueue
 DROP_FRACTION = 0.05
 DEFAULT_RESERVE_BYTES = 8 * 1024 * 1024
+#: ledger entries given up per enqueue while the disk is short of space
+LEDGER_YIELD_ROWS = 16
 
 _TABLES = """
 CREATE TABLE IF NOT EXISTS messages (
@@ -166,7 +168,7 @@ class Outbox:
         max_bytes: int,
         *,
         reserve_bytes: int = DEFAULT_RESERVE_BYTES,
-        ledger_s: float = 3600.0,
+        ledger_s: float = 900.0,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.path = Path(path)
@@ -239,7 +241,7 @@ class Outbox:
         db.execute("PRAGMA synchronous=FULL")
         page = int(db.execute("PRAGMA page_size").fetchone()[0])
         # A small WAL: checkpointed often, truncated back after, so it never eats a small disk.
-        wal_pages = max(16, min(1000, self.reserve_bytes // page // 4))
+        wal_pages = self._wal_pages = max(16, min(1000, self.reserve_bytes // page // 4))
         db.execute(f"PRAGMA wal_autocheckpoint={wal_pages}")
         db.execute(f"PRAGMA journal_size_limit={2 * wal_pages * page}")
         db.executescript(_TABLES)
@@ -349,12 +351,16 @@ class Outbox:
                     "still make room (restored when space returns)", self.path.parent, self.reserve_bytes)
 
     def _space_shortfall(self, size: int) -> int:
-        """Bytes to free inside the database so that `size` more fits without taking the
-        filesystem's free space below the floor (and without blocking the reserve's return)."""
+        """Bytes to free inside the database before `size` more goes in. The database may grow
+        while the filesystem keeps the floor (`reserve_bytes`) free, plus room for the WAL up to
+        its next checkpoint; below that, the row must fit in pages the database already has, so a
+        disk filled by ourselves or by others is met by recycling our own oldest rows. (Freed rows
+        leave their pages to the database, not to the filesystem.)"""
+        need = size + 4 * self._page  # the row and its index pages
+        if self._fs_free() - self.reserve_bytes - self._wal_pages * self._page >= need:
+            return 0
         free_pages = int(self._db.execute("PRAGMA freelist_count").fetchone()[0])
-        spare = self._fs_free() - self.reserve_bytes + free_pages * self._page
-        need = size + 4 * self._page + (self.reserve_bytes - self._reserve_size())
-        return need - spare
+        return need - free_pages * self._page
 
     # -- writing ----------------------------------------------------------------------------------
 
@@ -411,9 +417,14 @@ class Outbox:
         db = self._db
         size = len(payload) + len(topic) + ROW_OVERHEAD_BYTES
         excess = self._bytes + size - self.max_bytes
-        shortfall = self._space_shortfall(size)
+        shortfall = self._space_shortfall(size + (len(ledger.value) + len(ledger.key) if ledger else 0))
         if shortfall > 0:
             excess = max(excess, shortfall, int(self._bytes * DROP_FRACTION))
+            # The ledger yields too, oldest first and a few entries at a time (one big delete would
+            # need a big WAL): under space pressure it shrinks towards the newest windows only,
+            # which is what a restart inside a window needs.
+            db.execute("DELETE FROM emitted WHERE key IN (SELECT key FROM emitted WHERE at < "
+                       "(SELECT MAX(at) FROM emitted) ORDER BY at LIMIT ?)", (LEDGER_YIELD_ROWS,))
         dropped = self._drop_oldest(excess) if excess > 0 else (0, 0, 0)
         grown = 0
         if ledger is not None:
