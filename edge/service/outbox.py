@@ -221,6 +221,10 @@ class Outbox:
             raise OutboxError(f"cannot open outbox {self.path}: {exc}") from None
         self._reserve_released = False
         self._ensure_reserve()
+        if self._reserve_released:
+            log.warning("outbox: the filesystem under %s has too little free space for the %d-byte reserve "
+                        "and the same again kept free; set aside once space allows", self.path.parent,
+                        self.reserve_bytes)
         self._unlogged_drops = 0
         self._drops_logged_at = float("-inf")
         log.info("outbox %s: %d message(s) held (%d not yet sent), %d bytes, next seq %d",
