@@ -457,23 +457,23 @@ class Publisher:
         """Forget the rows the server holds. A through_seq beyond our own numbering is about an
         earlier life of this unit id (a re-imaged unit, before the server noticed the reset)."""
         through = self._stored_pending
+        last = self.outbox.last_seq
         while self._stored:
             seq, retained = self._stored.popleft()
             if not retained:
                 self._stored_live_at = self._clock()
                 self._probe_interval = self.resend_after_s
             self.stored_seen = True
+            if seq > last:
+                if seq != self._ignored_through:
+                    self._ignored_through = seq
+                    log.warning("the server says stored through seq %d, beyond this unit's last seq %d: ignored "
+                                "(it is about an earlier numbering of this unit)", seq, last)
+                continue
             through = max(through, seq)
         if through <= self.stored_through and not self._stored_pending:
             return
         self._stored_pending = 0
-        if through > self.outbox.last_seq:
-            if through == self._ignored_through:
-                return
-            self._ignored_through = through
-            log.warning("the server says stored through seq %d, beyond this unit's last seq %d: "
-                        "ignored (it is about an earlier numbering of this unit)", through, self.outbox.last_seq)
-            return
         try:
             self.confirmed += self.outbox.stored(through)
         except OutboxError as exc:
