@@ -194,9 +194,28 @@ class MqttConfig(MqttConnection):
 
 
 class OutboxConfig(_Strict):
-    path: Path = Field(Path("/var/lib/gatewatch/outbox.sqlite3"), title="Outbox file")
+    path: Path = Field(
+        Path("/var/lib/gatewatch/outbox.sqlite3"), title="Outbox file",
+        description="the seq mark (<name>.seq) and the disk reserve (<name>.reserve) live beside it",
+    )
     max_bytes: int = Field(
-        256 * 1024 * 1024, ge=64 * 1024, title="Disk bound", description="oldest dropped first"
+        256 * 1024 * 1024, ge=64 * 1024, title="Disk bound",
+        description="stored messages, acknowledged-but-not-yet-stored ones included; oldest dropped first",
+    )
+    reserve_bytes: int = Field(
+        8 * 1024 * 1024, ge=64 * 1024, title="Disk headroom",
+        description="free space the outbox never uses on its filesystem, plus a file of this size it gives "
+        "back when the disk fills anyway, so that dropping the oldest rows always has room to run",
+    )
+    resend_after_s: float = Field(
+        120.0, gt=0, le=86_400, title="Re-send after (s)",
+        description="a message the broker acknowledged but the server has not confirmed stored after this "
+        "long is published again: a broker that crashes loses what it acknowledged since its last save",
+    )
+    ledger_s: float = Field(
+        900.0, ge=0, le=7 * 86_400, title="Window memory (s)",
+        description="how far back the unit remembers the windows it emitted, so that a second piece of one "
+        "window (a restart inside it, the clock stepping back) is merged into one record, not sent as a clash",
     )
 
 

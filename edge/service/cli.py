@@ -91,7 +91,7 @@ def serve(
     from edge.service.outbox import Outbox
     from edge.service.runtime import EdgeRuntime, SdNotifier
 
-    outbox = Outbox(cfg.outbox.path, cfg.outbox.max_bytes)
+    outbox = Outbox.from_config(cfg.outbox)
     signals = loops = None
     if cfg.gpio.status_led is not None or cfg.gpio.lane_signals or cfg.gpio.loop_sensors:
         import time

@@ -30,8 +30,9 @@ from typing import Protocol, runtime_checkable
 from edge import EdgeError, __version__
 from edge.config import UnitConfig
 from edge.service.health import HealthSampler, PipelineFigures
+from edge.service.ledger import merge_windows, window_key
 from edge.service.loop_sensor import LoopSensors
-from edge.service.outbox import Outbox
+from edge.service.outbox import LedgerEntry, Outbox, OutboxCorrupt, OutboxError
 from edge.service.publisher import Publisher
 from edge.service.signals import SignalBoard
 from wire.errors import WireError
@@ -47,12 +48,14 @@ from wire.payloads import (
     decode_message,
     encode,
 )
-from wire.topics import Topic, TopicKind
+from wire.topics import UNIT_KINDS, Topic, TopicKind
 
 log = logging.getLogger(__name__)
 
 #: how often the ticker wakes: fast enough for a lane light to go unknown promptly.
 TICK_S = 0.25
+#: one line a minute at most about messages the disk refused
+LOSS_LOG_INTERVAL_S = 60.0
 
 
 class PipelineStatsLike(Protocol):
@@ -142,17 +145,23 @@ class EdgeRuntime:
             status=self.status_message,
             subscriptions=[str(Topic.alert(cfg.gate, s.lane)) for s in cfg.gpio.lane_signals],
             on_message=self.on_mqtt_message,
+            resend_after_s=cfg.outbox.resend_after_s,
         )
-        self._topics = {k: str(Topic.unit(cfg.gate, cfg.unit, k)) for k in TopicKind if k != TopicKind.ALERT}
+        self._topics = {k: str(Topic.unit(cfg.gate, cfg.unit, k)) for k in UNIT_KINDS}
         self._stop = threading.Event()
         self._running = False
         self._pipeline: PipelineLike | None = None
         self._progress_at = monotonic()
         self._frames_seen = -1
         self.records_enqueued = 0
+        self.records_merged = 0
         self.events_enqueued = 0
         self.health_sent = 0
         self.unsendable = 0
+        #: messages the disk refused in this run (the outbox counts them across runs, for health)
+        self.storage_losses = 0
+        self._unlogged_losses = 0
+        self._losses_logged_at = float("-inf")
 
     # -- messages ---------------------------------------------------------------------------------
 
@@ -170,14 +179,41 @@ class EdgeRuntime:
         )
 
     def enqueue_record(self, record: WindowRecord) -> int:
+        """Enqueue one window record; a second piece of a window already emitted (a restart
+        inside it, the clock stepping back) is merged with the first and sent as one record.
+        Raises ValueError for a record the contract rejects, OutboxError for the disk."""
         if self.loops is not None:
             record = self.loops.annotate(record)
+        key = window_key(record)
+        earlier = self.outbox.emitted(key)
+        if earlier is not None:
+            record = merge_windows(WindowRecord.model_validate_json(earlier), record)
+            self.records_merged += 1
+            log.info("window %s of lane %s was emitted before (a restart inside it, or the clock stepped "
+                     "back); sending the two pieces merged as one record", record.window_start, record.lane)
+        merged = record
         seq = self.outbox.enqueue(
-            self._topics[TopicKind.COUNTS], lambda s: encode(CountsMessage.from_record(record, s))
+            self._topics[TopicKind.COUNTS],
+            lambda s: encode(CountsMessage.from_record(merged, s)),
+            ledger=LedgerEntry(key, merged.window_start.timestamp(), merged.model_dump_json().encode()),
         )
         self.records_enqueued += 1
         self.publisher.notify()
         return seq
+
+    def _storage_loss(self, what: str, exc: OutboxError) -> None:
+        """A message the disk refused: counted (the outbox keeps the count for health, and its seq
+        shows as a gap at the server), logged once a minute at most, and counting goes on."""
+        if isinstance(exc, OutboxCorrupt):
+            raise exc  # a restart moves the damaged database aside; running on would lose everything
+        self.storage_losses += 1
+        self._unlogged_losses += 1
+        now = self.monotonic()
+        if now - self._losses_logged_at >= LOSS_LOG_INTERVAL_S:
+            log.error("%d message(s) lost since the last report, the outbox could not store them (%s, last: "
+                      "%s); counting goes on", self._unlogged_losses, exc, what)
+            self._unlogged_losses = 0
+            self._losses_logged_at = now
 
     def on_event(self, event: CrossingEvent) -> None:
         """Pipeline hook for per-crossing events (when `counting.events` is on)."""
@@ -190,6 +226,9 @@ class EdgeRuntime:
         except ValueError as exc:  # called inside the pipeline: one bad event must not stop counting
             self.unsendable += 1
             log.error("crossing event on lane %s not sendable, skipped: %s", event.lane, exc)
+            return
+        except OutboxError as exc:
+            self._storage_loss(f"crossing event on lane {event.lane}", exc)
             return
         self.events_enqueued += 1
         self.publisher.notify()
@@ -204,9 +243,19 @@ class EdgeRuntime:
         # Sample first (vcgencmd may take a moment), then take a seq inside the outbox's
         # transaction: the pipeline must never wait on a thermometer.
         message = self.health.sample(0, figures, self.outbox.stats())
-        seq = self.outbox.enqueue(
-            self._topics[TopicKind.HEALTH], lambda s: encode(message.model_copy(update={"seq": s}))
-        )
+        topic = self._topics[TopicKind.HEALTH]
+        try:
+            seq = self.outbox.enqueue(topic, lambda s: encode(message.model_copy(update={"seq": s})))
+        except OutboxError as exc:
+            self._storage_loss("health", exc)
+            if exc.seq is None:
+                return -1
+            # The disk refused it: send it straight (not durable) under the number it took, so the
+            # server still learns about the trouble (outbox_lost) while it lasts.
+            direct = message.model_copy(update={"seq": exc.seq, "outbox_lost": self.outbox.lost})
+            if self.publisher.publish_direct(topic, encode(direct)):
+                self.health_sent += 1
+            return exc.seq
         self.health_sent += 1
         self.publisher.notify()
         return seq
@@ -256,6 +305,7 @@ class EdgeRuntime:
         self.notifier.notify("READY=1\nSTATUS=counting")
         ended = False
         try:
+            stoppable = isinstance(pipeline, Stoppable)
             for record in pipeline.records():
                 try:
                     self.enqueue_record(record)
@@ -263,8 +313,12 @@ class EdgeRuntime:
                     self.unsendable += 1
                     log.error("window record %s/%s at %s not sendable, skipped: %s",
                               record.unit, record.lane, record.window_start, exc)
+                except OutboxError as exc:
+                    self._storage_loss(f"window record of lane {record.lane} at {record.window_start}", exc)
                 self._progress_at = self.monotonic()
-                if self._stop.is_set():
+                # A stoppable pipeline ends by itself after a stop, once it has flushed every lane's
+                # open window: breaking here would lose all but the first of those records.
+                if self._stop.is_set() and not stoppable:
                     break
             ended = not self._stop.is_set()
         finally:

@@ -17,7 +17,7 @@ from edge.service.publisher import Publisher
 from edge.service.runtime import EdgeRuntime
 from tests.fixtures.mosquitto import Broker, add_user, start_broker
 from tests.fixtures.procs import wait_for
-from tests.runtime.helpers import GATE, UNIT, FakePipeline, Subscriber, make_records, unit_config
+from tests.runtime.helpers import GATE, UNIT, FakePipeline, StoredAcker, Subscriber, make_records, unit_config
 from wire.payloads import (
     AlertMessage,
     CountsMessage,
@@ -37,6 +37,7 @@ def test_records_reach_a_qos1_subscriber_intact_with_status_online_then_offline(
     mosquitto: Broker, tmp_path: Path
 ) -> None:
     sub = Subscriber(mosquitto.port, UNIT_TOPICS)
+    acker = StoredAcker(mosquitto.port)  # the server's `stored` confirmations
     cfg = unit_config(tmp_path, mosquitto.port, health={"interval_s": 0.5})
     records = make_records(40)
     pipeline = FakePipeline(records, interval_s=0.02, hold_s=1.2)
@@ -56,10 +57,12 @@ def test_records_reach_a_qos1_subscriber_intact_with_status_online_then_offline(
         assert [s.state for s in statuses] == [UnitState.ONLINE, UnitState.OFFLINE]
         assert statuses[0].config_hash == cfg.config_hash()
         assert statuses[-1].seq == seqs[-1]  # offline says how far the stream went
+        assert runtime.publisher.confirmed == seqs[-1]  # every row deleted on `stored`, none on PUBACK
     finally:
         sub.close()
+        acker.stop()
     box = Outbox(cfg.outbox.path, cfg.outbox.max_bytes)
-    assert len(box) == 0  # everything acknowledged and deleted
+    assert len(box) == 0  # everything confirmed stored by the server and deleted
     box.close()
     # A late subscriber reads the retained status: the unit said goodbye.
     late = Subscriber(mosquitto.port, f"gatewatch/v1/{GATE}/{UNIT}/status", client_id="late")
@@ -133,7 +136,7 @@ def test_wrong_password_is_one_clear_error_retried_with_backoff_and_records_kept
         fixed.run(FakePipeline([]))
         assert fixed.publisher.connects == 1 and fixed.publisher.acked == len(records)
         check = Outbox(cfg.outbox.path, cfg.outbox.max_bytes)
-        assert len(check) == 0
+        assert check.pending == 0  # all sent; kept (acked) until a server confirms them stored
         check.close()
     finally:
         broker.stop()
@@ -212,6 +215,7 @@ def test_the_publisher_drives_an_injected_client(mosquitto: Broker, tmp_path: Pa
     """Like the server's Subscriber, the Publisher takes a ready client (here one with its own client
     id) and only adds its callbacks and Last Will: records and status go out through that client."""
     sub = Subscriber(mosquitto.port, UNIT_TOPICS)
+    acker = StoredAcker(mosquitto.port)  # rows leave the outbox on the server's `stored`
     cfg = unit_config(tmp_path, mosquitto.port)
     box = Outbox(cfg.outbox.path, cfg.outbox.max_bytes)
 
@@ -229,9 +233,10 @@ def test_the_publisher_drives_an_injected_client(mosquitto: Broker, tmp_path: Pa
     try:
         got = sub.wait_counts(len(records), timeout=10)
         assert [m.record() for m in got] == records
-        wait_for(lambda: len(box) == 0, 10, "PUBACKs to empty the outbox")
+        wait_for(lambda: len(box) == 0, 10, "the server's stored to empty the outbox")
     finally:
         publisher.stop(flush_timeout_s=5)
+        acker.stop()
         sub.close()
         box.close()
     states = [m.state for m in sub.decoded("status") if isinstance(m, StatusMessage)]
