@@ -44,6 +44,7 @@ OFFLINE_ACK_TIMEOUT_S = 3.0
 
 StatusFactory = Callable[[UnitState], StatusMessage]
 MessageHandler = Callable[[str, bytes], None]
+ConnectHook = Callable[[mqtt.Client], None]
 
 
 class PublisherError(EdgeError):
@@ -98,11 +99,14 @@ class Publisher:
         status: StatusFactory,
         subscriptions: list[str] | None = None,
         on_message: MessageHandler | None = None,
+        on_connect: ConnectHook | None = None,
         clock: Callable[[], float] = time.monotonic,
         client: mqtt.Client | None = None,
     ) -> None:
         """`client`: a paho client to drive instead of one built from `cfg` (common.mqtt); the
-        publisher sets its callbacks and Last Will either way."""
+        publisher sets its callbacks and Last Will either way. `on_connect`: called on paho's thread
+        after every successful connect, once `online` is sent and the subscriptions are made (Home
+        Assistant discovery announces itself there)."""
         self.cfg = cfg
         self.outbox = outbox
         self.client_id = f"{gate}-{unit}"
@@ -110,6 +114,7 @@ class Publisher:
         self._status_topic = str(Topic.unit(gate, unit, TopicKind.STATUS))
         self._subscriptions = list(subscriptions or [])
         self._on_message = on_message
+        self._on_connect_hook = on_connect
         self._clock = clock
         self._state = LinkState.CONNECTING
         self._state_lock = threading.Lock()
@@ -199,6 +204,11 @@ class Publisher:
         client.publish(self._status_topic, encode(self._status(UnitState.ONLINE)), qos=1, retain=True)
         for topic in self._subscriptions:
             client.subscribe(topic, qos=1)
+        if self._on_connect_hook is not None:
+            try:
+                self._on_connect_hook(client)
+            except Exception:  # a bad hook must not kill paho's network thread, nor the link
+                log.exception("on-connect hook failed")
         self._set_state(LinkState.CONNECTED)
         self._wake.set()
 
