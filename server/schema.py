@@ -173,7 +173,7 @@ def summary_points(gates: list[GateSummary], province: ProvinceSummary) -> list[
             "vehicles_cleared_per_h": float(g.vehicles_cleared_per_h),
             "vehicles_queued": float(g.vehicles_queued),
             "expected_wait_s": _f(g.expected_wait_s),
-            "rank": g.rank,
+            "rank": g.rank or 0,  # 0: not ranked (a null would let last() show an older rank)
         })
         for g in gates
     ]
