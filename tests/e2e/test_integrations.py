@@ -200,10 +200,10 @@ def test_home_assistant_states_and_metrics_follow_a_real_replay(
     states = [LaneState.model_validate_json(p) for t, p, _ in sub.messages if t.endswith(f"/lane/{LANE}") and p]
     assert [s.window_start for s in states] == [r.window_start for r in records]
     running = dict.fromkeys(VehicleClass, 0)
-    for s, r in zip(states, records, strict=True):
+    for state, r in zip(states, records, strict=True):
         window = {c: sum(r.counts.get(c, {}).values()) for c in VehicleClass}
         running = {c: running[c] + window[c] for c in VehicleClass}
-        assert (s.window, s.total, s.queue, s.expected_wait_s) == (
+        assert (state.window, state.total, state.queue, state.expected_wait_s) == (
             window, running, r.queue.length_max, r.queue.expected_wait_s)
     assert states[-1].total[VehicleClass.CAR] == 11
     retained = Subscriber(mosquitto.port, f"gatewatch/v1/{GATE}/{UNIT}/lane/+", client_id="e2e-ha-late")
