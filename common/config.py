@@ -128,3 +128,17 @@ class MqttConnection(StrictModel):
     def password(self, *, required: bool) -> str | None:
         """The broker password from the environment (see `secret_from_env` for `required`)."""
         return secret_from_env(self.password_env, "mqtt.password_env", required=required)
+
+
+class MetricsConfig(StrictModel):
+    """Where a process serves Prometheus metrics (`GET /metrics`, common/metrics.py says why off by default)."""
+
+    enabled: bool = Field(
+        False, title="Serve /metrics",
+        description="serve Prometheus metrics; off by default (a listener is a port to firewall and can clash)",
+    )
+    host: str = Field(
+        "127.0.0.1", min_length=1, title="Listen address",
+        description="address to listen on; loopback by default, 0.0.0.0 or a LAN address to be scraped from afar",
+    )
+    port: int = Field(9731, ge=1, le=65535, title="Listen port", description="TCP port of /metrics")

@@ -14,7 +14,7 @@ from typing import Annotated, Literal
 
 from pydantic import AwareDatetime, Field, field_validator, model_validator
 
-from common.config import MqttConnection
+from common.config import MetricsConfig, MqttConnection
 from common.config import StrictModel as _Strict
 from common.config import load_config as load_yaml_config
 from wire.payloads import VehicleClass
@@ -244,6 +244,29 @@ class GpioConfig(_Strict):
     alert_stale_s: float = Field(90.0, gt=0, title="Alert staleness", description="beyond this, show unknown")
 
 
+class HomeAssistantConfig(_Strict):
+    """Home Assistant MQTT discovery (edge/service/discovery.py, docs/operator-guide.md).
+
+    Off by default: discovery configs create entities in every Home Assistant that listens on the
+    broker, and the broker must grant the unit its discovery topics (provisioning does, for a unit
+    whose unit.yaml turns this on). A gate that runs Home Assistant turns it on per unit.
+    """
+
+    enabled: bool = Field(False, title="Publish discovery", description="announce this unit's lanes to Home Assistant")
+    discovery_prefix: str = Field(
+        "homeassistant", pattern=r"^[a-zA-Z0-9_-]+$", title="Discovery prefix",
+        description="Home Assistant's mqtt discovery_prefix",
+    )
+    status_topic: str = Field(
+        "homeassistant/status", min_length=1, title="Birth topic",
+        description="where Home Assistant announces `online` (its birth message); the configs are sent again then",
+    )
+
+
+class UnitMetricsConfig(MetricsConfig):
+    port: int = Field(9731, ge=1, le=65535, title="Listen port", description="TCP port of the unit's /metrics")
+
+
 class UnitConfig(_Strict):
     gate: Id = Field(title="Gate id", description="e.g. huu-nghi")
     unit: Id = Field(title="Unit id", description="unique within the gate")
@@ -255,6 +278,12 @@ class UnitConfig(_Strict):
     outbox: OutboxConfig = Field(default_factory=OutboxConfig)
     health: HealthConfig = Field(default_factory=HealthConfig)
     gpio: GpioConfig = Field(default_factory=GpioConfig)
+    homeassistant: HomeAssistantConfig = Field(
+        default_factory=HomeAssistantConfig, title="Home Assistant", description="MQTT discovery of lanes"
+    )
+    metrics: UnitMetricsConfig = Field(
+        default_factory=UnitMetricsConfig, title="Prometheus metrics", description="/metrics of the unit"
+    )
 
     @model_validator(mode="after")
     def _unique_lanes(self) -> UnitConfig:

@@ -35,7 +35,7 @@ from edge.stages.geometry import side_names
 from gatewatch.provision import server_acl, set_mosquitto_password, unit_acl, unit_username
 from gatewatch.services import Broker, Influx1, Process, QueryError, start_influxd, start_mosquitto
 from wire.errors import WireError
-from wire.payloads import AlertMessage, CountsMessage, decode_message
+from wire.payloads import ActiveAlert, AlertLevel, AlertMessage, CountsMessage, StatusMessage, UnitState, decode_message
 
 GATE = "demo"
 SERVER_USER = "demo-server"
@@ -74,12 +74,47 @@ def pick_clips(names: list[str] | None, short: bool) -> list[Clip]:
     return clips
 
 
+#: the demo's congestion rule: vehicles *standing* in the queue zone, not vehicles passing through it.
+#: The clips are free-flowing roads, where a busy zone is traffic, not a queue; by the default metric
+#: (`length_max`, everything in the zone) an 11-car motorway clip would read "congested".
+CONGESTED = {"metric": "stationary_max", "raise_at": 3, "raise_for_s": 10, "clear_below": 1, "clear_for_s": 10}
+#: alerts that a replay raises by ending, not by anything on the road (see `LaneView.while_playing`)
+END_OF_REPLAY = ("unit_offline", "camera_down")
+
+
 @dataclass
 class LaneView:
     counts: dict[str, int] = field(default_factory=dict)
     queue: int = 0
+    standing: int = 0
     expected_wait_s: float | None = None
-    alert: str = "-"
+    #: (start, end, camera_up) of the lane's latest window
+    last_window: tuple[float, float, float] | None = None
+    alert: AlertMessage | None = None
+
+    def while_playing(self, finished: bool) -> list[ActiveAlert]:
+        """The lane's alerts as they stood while its footage played: once the unit has finished, the
+        alerts its ending raised are left out. `unit_offline`: the unit signed off after its clip.
+        `camera_down` raised at the end of the lane's last window when the camera delivered frames
+        for only part of it: the clip ended inside that window, the camera did not fail."""
+        active = list(self.alert.active) if self.alert else []
+        if not finished:
+            return active
+        end_of_clip = self.last_window is not None and self.last_window[2] < 1.0
+        return [a for a in active if not (
+            a.rule == "unit_offline"
+            or (a.rule == "camera_down" and end_of_clip and self.last_window is not None
+                and a.since.timestamp() >= self.last_window[1] - 1e-6)
+        )]
+
+
+def describe(active: list[ActiveAlert]) -> str:
+    """`orange: congested (queue 5 >= 3 for 10 s)`: the level, then each rule with why it holds."""
+    if not active:
+        return "green"
+    level = max((a.level for a in active), key=lambda lv: lv.rank)
+    rules = "; ".join(f"{a.rule} ({a.detail})" if a.detail and a.rule != "gate_level" else a.rule for a in active)
+    return f"{level.value}: {rules}" if level != AlertLevel.GREEN else f"green ({rules})"
 
 
 class LiveView:
@@ -87,7 +122,9 @@ class LiveView:
 
     def __init__(self, port: int, password: str) -> None:
         self.lanes: dict[tuple[str, str], LaneView] = {}
-        self.alerts: dict[str, str] = {}
+        self.alerts: dict[str, AlertMessage] = {}
+        #: units whose last status says offline: their clip has played and they signed off
+        self.signed_off: set[str] = set()
         self.lock = threading.Lock()
         self.client = make_client("demo-view", username=SERVER_USER, password=password)
         self.client.on_connect = lambda c, u, f, rc, p: c.subscribe(f"gatewatch/v1/{GATE}/#", qos=1)
@@ -107,24 +144,40 @@ class LiveView:
                     for d, n in dirs.items():
                         view.counts[f"{cls.value} {d}"] = view.counts.get(f"{cls.value} {d}", 0) + n
                 view.queue = m.queue.length_max
+                view.standing = m.queue.stationary_max
                 view.expected_wait_s = m.queue.expected_wait_s
+                start = m.window_start.timestamp()
+                view.last_window = (start, start + m.window_s, m.camera_up)
             elif isinstance(m, AlertMessage):
-                rules = ", ".join(a.rule for a in m.active)
-                self.alerts[m.lane] = f"{m.level.value}{': ' + rules if rules else ''}"
+                self.alerts[m.lane] = m
+            elif isinstance(m, StatusMessage):
+                if m.state == UnitState.OFFLINE:
+                    self.signed_off.add(m.unit)
+                else:
+                    self.signed_off.discard(m.unit)
 
     def total(self) -> int:
         with self.lock:
             return sum(sum(v.counts.values()) for v in self.lanes.values())
 
-    def table(self, status: str) -> Table:
-        table = Table(title=f"gatewatch demo: gate '{GATE}' ({status})")
-        for col in ("unit", "lane", "counts", "queue", "expected wait", "alert"):
-            table.add_column(col)
+    def table(self, status: str, finished: set[str] | None = None) -> Table:
+        """One row per lane. `finished`: units whose replay is over; their `now` reads "replay
+        finished" and their alert column shows the state while the footage played."""
+        finished = finished or set()
+        table = Table(title=f"gatewatch demo: gate '{GATE}' ({status})",
+                      caption=f"congested: {CONGESTED['raise_at']}+ vehicles standing still in the queue zone for "
+                              f"{CONGESTED['raise_for_s']} s (queue: most in the zone at once / standing)")
+        for col in ("unit", "lane", "counts", "queue", "expected wait", "alert while playing", "now"):
+            table.add_column(col, overflow="fold")
         with self.lock:
             for (unit, lane), v in sorted(self.lanes.items()):
                 counts = ", ".join(f"{k}: {n}" for k, n in sorted(v.counts.items())) or "0"
                 wait = f"{v.expected_wait_s:.0f} s" if v.expected_wait_s is not None else "-"
-                table.add_row(unit, lane, counts, str(v.queue), wait, self.alerts.get(lane, "green"))
+                v.alert = self.alerts.get(lane)
+                done = unit in finished and unit in self.signed_off
+                now = "replay finished" if done else ("replaying" if v.alert is None else v.alert.level.value)
+                table.add_row(unit, lane, counts, f"{v.queue} / {v.standing}", wait,
+                              describe(v.while_playing(done)), now)
         return table
 
     def close(self) -> None:
@@ -190,7 +243,7 @@ def _stack(run: Path, clips: list[Clip], realtime: bool, console: Console) -> It
             "validation": {"gates": {GATE: [c.unit for c in clips]}},
             "alerts": {
                 "valid_s": 30,
-                "rules": {"congested": {"raise_at": 4, "raise_for_s": 10, "clear_below": 2, "clear_for_s": 10}},
+                "rules": {"congested": CONGESTED},
             },
             "health": {"interval_s": 5},
         }
@@ -241,6 +294,14 @@ def _zone(a: tuple[float, float], b: tuple[float, float]) -> list[list[float]]:
     return [[max(0.0, x - 0.35), 0.0], [x, 0.0], [x, 1.0], [max(0.0, x - 0.35), 1.0]]
 
 
+def save_table(table: Table, path: Path) -> None:
+    """The final table as an SVG picture (docs/images/demo-final.svg is one)."""
+    recorder = Console(record=True, width=150, file=open(os.devnull, "w"))  # noqa: SIM115
+    recorder.print(table)
+    recorder.save_svg(str(path), title="gatewatch demo")
+    recorder.file.close()
+
+
 def run_demo(names: list[str] | None, run_dir: Path, short: bool, realtime: bool, console: Console) -> int:
     """Run the stack until every clip has played and its counts are stored; return vehicles stored."""
     default_model_path = default_model()
@@ -255,12 +316,15 @@ def run_demo(names: list[str] | None, run_dir: Path, short: bool, realtime: bool
         started = stack.enter_context(_stack(run, clips, realtime, console))
         view = LiveView(started.broker.port, started.server_password)
         stack.callback(view.close)
+        def finished() -> set[str]:
+            return {c.unit for c, p in zip(clips, started.edges, strict=True) if not p.running}
+
         with Live(view.table("starting"), console=console, refresh_per_second=2, transient=False) as live:
             while any(p.running for p in started.edges):
                 if not started.server.running:
                     raise DemoError(f"server exited: see {run / 'server.log'}")
                 running = sum(p.running for p in started.edges)
-                live.update(view.table(f"{running} of {len(clips)} cameras replaying"))
+                live.update(view.table(f"{running} of {len(clips)} cameras replaying", finished()))
                 time.sleep(0.5)
             failed = [c.unit for c, p in zip(clips, started.edges, strict=True) if p.returncode != 0]
             if failed:
@@ -273,7 +337,11 @@ def run_demo(names: list[str] | None, run_dir: Path, short: bool, realtime: bool
                 if stored == published:
                     break
                 time.sleep(0.5)
-            live.update(view.table("all clips replayed"))
+            # the server's answer to each unit's sign-off (unit_offline) arrives just after it
+            time.sleep(1.0)
+            final = view.table("replay finished", finished())
+            live.update(final)
+        save_table(final, run / "final-table.svg")
         console.print()
         if stored != published:
             raise DemoError(f"{published} vehicles published but {stored} stored in InfluxDB (see {run})")

@@ -56,6 +56,9 @@ def provision_unit_cmd(
     source: Annotated[str, typer.Option(help="camera: picamera, usb:N, rtsp://... or a file")] = "picamera",
     etc_dir: Annotated[Path, typer.Option(help="where the bundle is installed on the Pi")] = Path("/etc/gatewatch"),
     rotate_password: Annotated[bool, typer.Option("--rotate-password", help="replace the unit's password")] = False,
+    home_assistant: Annotated[bool, typer.Option(
+        "--home-assistant", help="a new unit's starter config turns Home Assistant discovery on (an existing "
+        "unit.yaml decides: its homeassistant section sets the ACL)")] = False,
 ) -> None:
     """Create a unit's MQTT account, ACL block, client certificate and starter unit.yaml."""
 
@@ -68,6 +71,7 @@ def provision_unit_cmd(
             source=source,
             etc_dir=etc_dir,
             rotate_password=rotate_password,
+            home_assistant=home_assistant,
         )
         report = provision_unit(state_dir, gate, unit, opts)
         _print_report(report.lines, report.changed)

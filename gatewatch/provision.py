@@ -44,8 +44,10 @@ import yaml
 
 from common.config import load_config, validate_config
 from common.errors import EXIT_USAGE, ConfigError, GatewatchError
-from edge.config import UnitConfig
+from edge.config import HomeAssistantConfig, UnitConfig
 from wire.errors import WireError
+from wire.homeassistant import discovery_filter, lane_state_filter, node_id
+from wire.summary import PROVINCE
 from wire.topics import DEAD_LETTER, PREFIX, SERVER_HEALTH, UNIT_KINDS, TopicKind, check_id
 
 #: where the bundle files land on a Pi (install.sh copies them there); unit.yaml refers to them.
@@ -129,16 +131,27 @@ def unit_username(gate: str, unit: str) -> str:
     return f"{_id(gate, 'gate')}.{_id(unit, 'unit')}"
 
 
-def unit_acl(gate: str, unit: str) -> str:
+def unit_acl(gate: str, unit: str, homeassistant: HomeAssistantConfig | None = None) -> str:
     """A unit writes only its own four topic kinds and reads only its gate's alerts.
 
     Not `<gate>/<unit>/#`: that would include `<gate>/<unit>/alert`, and since alerts are
     scoped by lane, a unit whose id equals a lane id could forge that lane's alert.
+
+    With Home Assistant discovery on (`homeassistant.enabled` in its unit.yaml), also its own
+    discovery node and lane states (read too: it deletes strays it finds there) and Home
+    Assistant's birth topic, read only. The node id is bound to (gate, unit) one-to-one
+    (wire.homeassistant.node_id), so no unit can announce, or delete, another unit's entities.
     """
     user = unit_username(gate, unit)
     lines = [f"# unit {gate}/{unit}", f"user {user}"]
     lines += [f"topic write {PREFIX}/{gate}/{unit}/{kind.value}" for kind in sorted(UNIT_KINDS)]
     lines.append(f"topic read {PREFIX}/{gate}/+/{TopicKind.ALERT.value}")
+    if homeassistant is not None and homeassistant.enabled:
+        lines += [
+            f"topic readwrite {discovery_filter(homeassistant.discovery_prefix, node_id(gate, unit))}",
+            f"topic readwrite {lane_state_filter(gate, unit)}",
+            f"topic read {homeassistant.status_topic}",
+        ]
     return "\n".join(lines) + "\n"
 
 
@@ -151,6 +164,7 @@ def server_acl(name: str) -> str:
         f"topic write {PREFIX}/+/+/{TopicKind.ALERT.value}",
         f"topic write {DEAD_LETTER}",
         f"topic write {SERVER_HEALTH}",
+        f"topic write {PROVINCE}/#",
     ]
     return "\n".join(lines) + "\n"
 
@@ -163,17 +177,23 @@ ACL_HEADER = """\
 """
 
 
-def ensure_acl_block(acl: Path, user: str, block: str) -> bool:
-    """Append `block` unless the user already has one; an existing block must match exactly."""
+def ensure_acl_block(acl: Path, user: str, block: str, replaces: Sequence[str] = ()) -> bool:
+    """Append `block` unless the user already has one; an existing block must match exactly, or be
+    one of `replaces`: another block provisioning itself writes for this account (a unit with Home
+    Assistant discovery turned off, before it is turned on), which is then replaced."""
     text = acl.read_text() if acl.exists() else ACL_HEADER
     blocks = _acl_blocks(text)
     if user in blocks:
-        if blocks[user].strip() != block.strip():
-            raise ProvisionError(
-                f"{acl}: the ACL block of {user} differs from what provisioning writes; "
-                "remove that block and run again"
-            )
-        return False
+        old = blocks[user]
+        if old.strip() == block.strip():
+            return False
+        if old.strip() in {r.strip() for r in replaces} and text.count(old) == 1:
+            _write(acl, text.replace(old, block.rstrip("\n") + "\n"), 0o644)
+            return True
+        raise ProvisionError(
+            f"{acl}: the ACL block of {user} differs from what provisioning writes; "
+            "remove that block and run again"
+        )
     acl.parent.mkdir(parents=True, exist_ok=True)
     _write(acl, text.rstrip("\n") + "\n\n" + block, 0o644)
     return True
@@ -427,6 +447,8 @@ class UnitOptions:
     etc_dir: Path = DEFAULT_UNIT_ETC
     model_path: Path = DEFAULT_UNIT_MODEL
     rotate_password: bool = False
+    #: a new unit's starter config turns Home Assistant discovery on (an existing unit.yaml decides)
+    home_assistant: bool = False
 
 
 def provision_unit(root: Path, gate: str, unit: str, opts: UnitOptions) -> Report:
@@ -443,13 +465,28 @@ def provision_unit(root: Path, gate: str, unit: str, opts: UnitOptions) -> Repor
     out = state.unit_dir(gate, unit)
     report.add(ensure_password(out / UNIT_ENV_FILE, UNIT_PASSWORD_ENV, state.passwd, user, opts.rotate_password),
                f"password of {user} ({out / UNIT_ENV_FILE}, {state.passwd})")
-    report.add(ensure_acl_block(state.acl, user, unit_acl(gate, unit)), f"ACL block of {user} ({state.acl})")
+    ha = _unit_homeassistant(out / "unit.yaml", gate, unit, opts)
+    block = unit_acl(gate, unit, ha)
+    other = unit_acl(gate, unit, None if ha.enabled else ha.model_copy(update={"enabled": True}))
+    report.add(ensure_acl_block(state.acl, user, block, replaces=[other]),
+               f"ACL block of {user} ({state.acl}{', with Home Assistant discovery' if ha.enabled else ''})")
     tls = out / "tls"
     report.add(ensure_leaf(state, tls / "client.crt", tls / "client.key", user, "clientAuth"),
                str(tls / "client.crt"))
     report.add(_copy_if_changed(state.ca_crt, tls / "ca.crt", 0o644), str(tls / "ca.crt"))
     report.add(_ensure_unit_config(out / "unit.yaml", gate, unit, opts), str(out / "unit.yaml"))
     return report
+
+
+def _unit_homeassistant(path: Path, gate: str, unit: str, opts: UnitOptions) -> HomeAssistantConfig:
+    """Home Assistant settings the unit's ACL must allow: its unit.yaml's once it exists (the
+    installer may turn discovery on later), else the starter config's."""
+    if path.exists():
+        try:
+            return load_config(UnitConfig, path).homeassistant
+        except ConfigError as exc:
+            raise ProvisionError(_one_line(exc)) from None
+    return HomeAssistantConfig(enabled=opts.home_assistant)
 
 
 def starter_unit_config(gate: str, unit: str, opts: UnitOptions) -> dict[str, Any]:
@@ -477,6 +514,7 @@ def starter_unit_config(gate: str, unit: str, opts: UnitOptions) -> dict[str, An
             "tls_key_file": str(tls / "client.key"),
         },
         "outbox": {"path": "/var/lib/gatewatch/outbox.sqlite3"},
+        **({"homeassistant": {"enabled": True}} if opts.home_assistant else {}),
     }
 
 

@@ -23,19 +23,25 @@ from server import schema
 from server.alerts import AlertEngine, AlertEvent
 from server.config import ServerConfig
 from server.health import Health, health_fields
+from server.metrics import Readers, ServerMetrics
 from server.sinks import Sink, make_sink
 from server.spool import Spool, SpoolError
 from server.subscriber import Received, Subscriber
+from server.summary import GateSummaries
 from server.validation import Clock, Validator, utc_now
 from server.writer import DurableWriter
 from wire.errors import WireError
-from wire.payloads import AlertMessage, DeadLetter, decode_message, encode
+from wire.payloads import AlertMessage, CountsMessage, DeadLetter, decode_message, encode
+from wire.summary import PROVINCE_SUMMARY, gate_summary_topic
 from wire.topics import DEAD_LETTER, SERVER_HEALTH, Topic, is_own_output
 
 log = logging.getLogger(__name__)
 
 #: how often the wall-clock silence check runs
 SILENCE_CHECK_S = 1.0
+#: how often the cross-gate summary of the current interval is computed again (stored and
+#: published only when it changed)
+SUMMARY_CHECK_S = 5.0
 
 
 @dataclass
@@ -59,13 +65,21 @@ class Server:
         self.health = Health(config.server_id)
         self.writer = DurableWriter(
             sink, spool, replay_batch=config.spool.replay_batch, retry_min_s=config.spool.retry_min_s,
-            retry_max_s=config.spool.retry_max_s, on_written=self.health.on_write,
+            retry_max_s=config.spool.retry_max_s, on_written=self._on_written,
         )
+        self.metrics = ServerMetrics(Readers(
+            self.health, spool_points=lambda: self.writer.spool.depth, database_up=lambda: self.writer.db_up,
+            db_rejected_points=lambda: self.writer.rejected_points,
+            mqtt_connected=lambda: self.subscriber.connected.is_set(),
+        ))
+        self.summary = GateSummaries(config.summary)
+        #: topic -> payload last published by the summary (retained; re-sent only when it changes)
+        self._summary_sent: dict[str, bytes] = {}
         self.validator = Validator(config.validation, clock)
         self.alerts = AlertEngine(config.alerts)
         self._stop = threading.Event()
         self._batch = _Batch()
-        self._next_health = self._next_republish = self._next_silence = 0.0
+        self._next_health = self._next_republish = self._next_silence = self._next_summary = 0.0
 
     # -- lifecycle -----------------------------------------------------------------------------
 
@@ -78,6 +92,7 @@ class Server:
         log.info("gatewatch server %s: mqtt %s subscribe %s, database %s, spool %s",
                  self.config.server_id, self.subscriber.where, self.config.mqtt.subscription,
                  self.writer.sink.target, self.writer.spool.path)
+        self.metrics.start(self.config.metrics)
         self.writer.start()
         self.subscriber.start()
         now = time.monotonic()
@@ -111,6 +126,9 @@ class Server:
         if now >= self._next_health:
             self._next_health = now + self.config.health.interval_s
             self._health_tick()
+        if self.config.summary.enabled and now >= self._next_summary:
+            self._next_summary = now + SUMMARY_CHECK_S
+            self._summary_tick()
 
     def _shutdown(self) -> None:
         try:
@@ -121,6 +139,7 @@ class Server:
         self._flush()
         self.subscriber.stop()
         self.writer.stop()
+        self.metrics.stop()
         log.info("gatewatch server stopped (spool depth %d)", self.writer.spool.depth)
 
     # -- one message, in order: own output? validation, points, alerts -------------------------
@@ -164,6 +183,8 @@ class Server:
         try:
             self._batch.lines.extend(schema.lines(schema.points_for(message)))
             self._on_events(self.alerts.on_message(message))
+            if isinstance(message, CountsMessage):
+                self.summary.on_record(message)
         except Exception as exc:  # a bug must cost one message, not the stream
             log.exception("internal error on a message from %s", item.topic)
             self._reject(item, "internal", f"{type(exc).__name__}: {exc}")
@@ -208,6 +229,7 @@ class Server:
         for gate, lane in lanes:
             state = self.alerts.state(gate, lane, at)
             self.subscriber.publish(str(Topic.alert(gate, lane)), encode(state), qos=1, retain=True)
+            self.metrics.on_alert_state(state)
 
     # -- the batch: stored (database or spool), then acknowledged ------------------------------
 
@@ -230,6 +252,30 @@ class Server:
             self.subscriber.ack(item.mid, item.qos, item.generation)
         self.health.on_stored(batch.accepted)
         self._batch = _Batch()
+
+    def _on_written(self, seconds: float, points: int) -> None:
+        self.health.on_write(seconds, points)
+        self.metrics.on_write(seconds, points)
+
+    # -- the cross-gate view -------------------------------------------------------------------
+
+    def _summary_tick(self) -> None:
+        """The current interval's gate summaries and ranking: stored, and published retained, when
+        they changed since the last tick (the same interval computed again overwrites its points)."""
+        at = self.summary.bucket()
+        if at is None:
+            return
+        gates, province = self.summary.summarize(at)
+        messages = {gate_summary_topic(g.gate): encode(g) for g in gates}
+        messages[PROVINCE_SUMMARY] = encode(province)
+        changed = {t: p for t, p in messages.items() if self._summary_sent.get(t) != p}
+        if not changed:
+            return
+        self._note_start()
+        self._batch.lines.extend(schema.lines(schema.summary_points(gates, province)))
+        for topic, payload in changed.items():
+            self.subscriber.publish(topic, payload, qos=1, retain=True)
+        self._summary_sent.update(changed)
 
     # -- health --------------------------------------------------------------------------------
 

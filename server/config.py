@@ -13,7 +13,7 @@ from typing import Any, Literal
 
 from pydantic import Field, model_validator
 
-from common.config import MqttConnection, validate_config
+from common.config import MetricsConfig, MqttConnection, validate_config
 from common.config import StrictModel as _Strict
 from common.config import load_config as load_yaml_config
 from server.alerts.config import AlertsConfig
@@ -199,6 +199,62 @@ class HealthConfig(_Strict):
     )
 
 
+class DirectionRoles(_Strict):
+    """Which crossing directions say a truck reached the gate, and which that it got through."""
+
+    arriving: list[str] = Field(
+        default_factory=lambda: ["in"], title="Arriving directions",
+        description="direction names whose crossings count as arriving at the gate",
+    )
+    cleared: list[str] = Field(
+        default_factory=lambda: ["out"], title="Cleared directions",
+        description="direction names whose crossings count as cleared through the gate",
+    )
+
+    @model_validator(mode="after")
+    def _ids(self) -> DirectionRoles:
+        import re
+
+        bad = [d for d in self.arriving + self.cleared if not re.match(ID_PATTERN, d)]
+        if bad:
+            raise ValueError(f"directions {bad} must match {ID_PATTERN}")
+        if set(self.arriving) & set(self.cleared):
+            raise ValueError(f"{sorted(set(self.arriving) & set(self.cleared))} cannot both arrive and clear")
+        return self
+
+
+class SummaryConfig(_Strict):
+    """The cross-gate view (server/summary.py): each gate summarised, the gates ranked.
+
+    On by default: it is made from records the server validates anyway, costs one point per gate
+    per interval and a few retained messages, and answers the province's own question."""
+
+    enabled: bool = Field(True, title="Summarise gates", description="store and publish the cross-gate view")
+    interval_s: float = Field(
+        60, ge=5, le=3600, title="Interval (s)", description="one summary point per gate per interval"
+    )
+    window_s: float = Field(
+        900, ge=60, le=86_400, title="Rate window (s)", description="trailing window the hourly rates are measured over"
+    )
+    stale_s: float = Field(
+        120, gt=0, le=86_400, title="Stale after (s)",
+        description="a lane whose latest window ended longer ago leaves the queue and wait figures",
+    )
+    directions: DirectionRoles = Field(
+        default_factory=DirectionRoles, title="Direction roles", description="for every gate unless overridden"
+    )
+    gates: dict[str, DirectionRoles] = Field(
+        default_factory=dict, title="Direction roles per gate", description="gate id -> its own direction roles"
+    )
+
+    def roles(self, gate: str) -> DirectionRoles:
+        return self.gates.get(gate, self.directions)
+
+
+class ServerMetricsConfig(MetricsConfig):
+    port: int = Field(9732, ge=1, le=65535, title="Listen port", description="TCP port of the server's /metrics")
+
+
 class ServerConfig(_Strict):
     server_id: str = Field("server", pattern=ID_PATTERN, title="Server id", description="tag of server_health points")
     mqtt: MqttConfig = Field(default_factory=MqttConfig, title="MQTT", description="the broker and our session")
@@ -211,6 +267,12 @@ class ServerConfig(_Strict):
     )
     alerts: AlertsConfig = Field(default_factory=AlertsConfig, title="Alerts", description="rules and thresholds")
     health: HealthConfig = Field(default_factory=HealthConfig, title="Health", description="server health output")
+    summary: SummaryConfig = Field(
+        default_factory=SummaryConfig, title="Cross-gate summary", description="per-gate summaries and ranking"
+    )
+    metrics: ServerMetricsConfig = Field(
+        default_factory=ServerMetricsConfig, title="Prometheus metrics", description="/metrics of the server"
+    )
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field(
         "INFO", title="Log level", description="log verbosity; secrets are never logged at any level"
     )

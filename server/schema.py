@@ -26,6 +26,7 @@ from wire.payloads import (
     StatusMessage,
     UnitState,
 )
+from wire.summary import GateSummary, ProvinceSummary
 
 LANE_COUNTS = "lane_counts"
 LANE_QUEUE = "lane_queue"
@@ -34,6 +35,9 @@ UNIT_HEALTH = "unit_health"
 UNIT_STATUS = "unit_status"
 ALERTS = "alerts"
 SERVER_HEALTH = "server_health"
+#: the cross-gate view (server/summary.py); versioned: a redefinition starts new series
+GATE_SUMMARY = "gate_summary_v1"
+PROVINCE_SUMMARY = "province_summary_v1"
 
 FieldValue = int | float | bool | str
 
@@ -155,6 +159,31 @@ def alert_point(event: AlertEvent) -> Point:
 
 def server_health_point(server_id: str, at: datetime, fields: dict[str, FieldValue | None]) -> Point:
     return _point(SERVER_HEALTH, at, {"server": server_id}, fields)
+
+
+def summary_points(gates: list[GateSummary], province: ProvinceSummary) -> list[Point]:
+    """One `gate_summary_v1` point per gate and one `province_summary_v1` point, at the summary's
+    time: a bucket computed again (a late record) overwrites its points."""
+    out = [
+        _point(GATE_SUMMARY, g.at, {"gate": g.gate}, {
+            "lanes": g.lanes,
+            "lanes_reporting": g.lanes_reporting,
+            "trucks_arriving_per_h": float(g.trucks_arriving_per_h),
+            "trucks_cleared_per_h": float(g.trucks_cleared_per_h),
+            "vehicles_cleared_per_h": float(g.vehicles_cleared_per_h),
+            "vehicles_queued": float(g.vehicles_queued),
+            "expected_wait_s": _f(g.expected_wait_s),
+            "rank": g.rank or 0,  # 0: not ranked (a null would let last() show an older rank)
+        })
+        for g in gates
+    ]
+    best = province.ranking[0] if province.best_gate is not None else None
+    out.append(_point(PROVINCE_SUMMARY, province.at, {}, {
+        "gates_ranked": len(province.ranking),
+        "best_gate": province.best_gate,
+        "best_wait_s": None if best is None else _f(best.expected_wait_s),
+    }))
+    return out
 
 
 def _f(value: float | None) -> float | None:

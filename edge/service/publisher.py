@@ -62,6 +62,7 @@ ERROR_LOG_INTERVAL_S = 60.0
 
 StatusFactory = Callable[[UnitState], StatusMessage]
 MessageHandler = Callable[[str, bytes], None]
+ConnectHook = Callable[[mqtt.Client], None]
 
 
 class PublisherError(EdgeError):
@@ -117,12 +118,15 @@ class Publisher:
         subscriptions: list[str] | None = None,
         on_message: MessageHandler | None = None,
         resend_after_s: float = 120.0,
+        on_connect: ConnectHook | None = None,
         clock: Callable[[], float] = time.monotonic,
         client: mqtt.Client | None = None,
         wall_clock: Callable[[], float] = time.time,
     ) -> None:
         """`client`: a paho client to drive instead of one built from `cfg` (common.mqtt); the
-        publisher sets its callbacks and Last Will either way."""
+        publisher sets its callbacks and Last Will either way. `on_connect`: called on paho's thread
+        after every successful connect, once `online` is sent and the subscriptions are made (Home
+        Assistant discovery announces itself there)."""
         self.cfg = cfg
         self.outbox = outbox
         self.client_id = f"{gate}-{unit}"
@@ -133,6 +137,7 @@ class Publisher:
         self._wall = wall_clock
         self._subscriptions = list(subscriptions or [])
         self._on_message = on_message
+        self._on_connect_hook = on_connect
         self._clock = clock
         self._state = LinkState.CONNECTING
         self._state_lock = threading.Lock()
@@ -238,6 +243,11 @@ class Publisher:
         client.publish(self._status_topic, encode(self._status(UnitState.ONLINE)), qos=1, retain=True)
         for topic in [self._stored_topic, *self._subscriptions]:
             client.subscribe(topic, qos=1)
+        if self._on_connect_hook is not None:
+            try:
+                self._on_connect_hook(client)
+            except Exception:  # a bad hook must not kill paho's network thread, nor the link
+                log.exception("on-connect hook failed")
         self._set_state(LinkState.CONNECTED)
         self._wake.set()
 

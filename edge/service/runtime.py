@@ -29,6 +29,7 @@ from typing import Protocol, runtime_checkable
 
 from edge import EdgeError, __version__
 from edge.config import UnitConfig
+from edge.service.discovery import Discovery
 from edge.service.health import HealthSampler, PipelineFigures
 from edge.service.ledger import merge_windows, window_key
 from edge.service.loop_sensor import LoopSensors
@@ -137,16 +138,23 @@ class EdgeRuntime:
         self.health = health or HealthSampler(
             cfg.gate, cfg.unit, cfg.health.interval_s, wall_clock=clock, monotonic=monotonic
         )
+        #: Home Assistant discovery, when the unit's config turns it on
+        self.discovery = Discovery(cfg) if cfg.homeassistant.enabled else None
         self.publisher = publisher or Publisher(
             cfg.mqtt,
             cfg.gate,
             cfg.unit,
             outbox,
             status=self.status_message,
-            subscriptions=[str(Topic.alert(cfg.gate, s.lane)) for s in cfg.gpio.lane_signals],
+            subscriptions=[str(Topic.alert(cfg.gate, s.lane)) for s in cfg.gpio.lane_signals]
+            + (self.discovery.subscriptions() if self.discovery else []),
             on_message=self.on_mqtt_message,
             resend_after_s=cfg.outbox.resend_after_s,
+            on_connect=self.discovery.on_connect if self.discovery else None,
         )
+        from edge.service.metrics import EdgeMetrics  # prometheus_client, only for a unit in service
+
+        self.metrics = EdgeMetrics(self)
         self._topics = {k: str(Topic.unit(cfg.gate, cfg.unit, k)) for k in UNIT_KINDS}
         self._stop = threading.Event()
         self._running = False
@@ -199,6 +207,8 @@ class EdgeRuntime:
         )
         self.records_enqueued += 1
         self.publisher.notify()
+        if self.discovery is not None:
+            self.discovery.on_record(self.publisher.client, record, connected=self.publisher.connected)
         return seq
 
     def _storage_loss(self, what: str, exc: OutboxError) -> None:
@@ -261,7 +271,10 @@ class EdgeRuntime:
         return seq
 
     def on_mqtt_message(self, topic: str, payload: bytes) -> None:
-        """Alert state from the server, for the lane lights; anything malformed is ignored."""
+        """Alert state from the server, for the lane lights; Home Assistant's birth and our own
+        discovery topics; anything malformed is ignored."""
+        if self.discovery is not None and self.discovery.on_message(self.publisher.client, topic, payload):
+            return
         if self.signals is None:
             return
         try:
@@ -293,12 +306,19 @@ class EdgeRuntime:
     def stopping(self) -> bool:
         return self._stop.is_set()
 
+    @property
+    def pipeline(self) -> PipelineLike | None:
+        """The pipeline being run (None before `run`)."""
+        return self._pipeline
+
     def run(self, pipeline: PipelineLike) -> None:
         """Run until the pipeline ends (a file) or a stop is requested; then flush and go offline."""
         self._pipeline = pipeline
         if self._stop.is_set() and isinstance(pipeline, Stoppable):
             pipeline.stop()  # SIGTERM arrived while the model was loading
         self._running = True
+        self.metrics.attach(pipeline)
+        self.metrics.start()
         self.publisher.start()
         ticker = threading.Thread(target=self._tick_loop, name="edge-ticker", daemon=True)
         ticker.start()
@@ -337,6 +357,7 @@ class EdgeRuntime:
         try:
             self.publisher.stop(self.flush_timeout_s, drain_all=drain_all)
         finally:
+            self.metrics.stop()
             if self.signals is not None:
                 self.signals.close()
             if self.loops is not None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -28,10 +29,20 @@ def test_demo_short_mode(tmp_path: Path) -> None:
         capture_output=True,
         text=True,
         timeout=900,
+        env={**os.environ, "COLUMNS": "200"},  # one line per table row
     )
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     out = " ".join(proc.stdout.split())
     assert "11 vehicles counted, published over MQTT and stored in InfluxDB" in out, out
+    # the end reads as the end of a replay: the state while the footage played, not the sign-off
+    # (unit_offline) or the clip ending inside its last window (camera_down); 11 cars passing through
+    # the queue zone of a motorway are not a congested queue
+    final = out[out.rindex("replay finished"):]
+    assert "replay finished" in final and "cam1 │ cam1-l1" in out, out
+    row = out[out.rindex("cam1 │ cam1-l1"):].split("│")
+    assert row[5].strip() == "green" and row[6].strip() == "replay finished", row[:8]
+    assert "unit_offline" not in out and "camera_down" not in out
+    assert (run / "final-table.svg").read_text().startswith("<svg")
 
     # nothing the demo started is still running
     left = [p.info for p in psutil.process_iter(["pid", "cmdline"]) if str(run) in " ".join(p.info["cmdline"] or [])]
