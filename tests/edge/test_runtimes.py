@@ -155,3 +155,20 @@ def test_a_unit_on_the_torch_free_path_never_imports_torch(fmt: str, export_dir:
     out = json.loads(proc.stdout.strip().splitlines()[-1])
     assert out["heavy"] == []
     assert out["totals"] == {"l1/car/down": 11}
+
+
+def test_each_model_runs_in_the_runtime_its_format_asks_for(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from edge.stages import detector
+
+    pt, onnx, tflite, ncnn = tmp_path / "m.pt", tmp_path / "m.onnx", tmp_path / "m.tflite", tmp_path / "m_ncnn_model"
+    ncnn.mkdir()
+    (ncnn / "model.ncnn.param").write_text("")
+    monkeypatch.setattr("platform.machine", lambda: "x86_64")
+    assert detector.runtime_for(ModelConfig(path=pt)) == "onnx"  # auto on x86
+    assert detector.runtime_for(ModelConfig(path=pt, format="pt")) == "ultralytics"
+    assert detector.runtime_for(ModelConfig(path=pt, format="ncnn")) == "ncnn"
+    assert detector.runtime_for(ModelConfig(path=onnx, format="ncnn")) == "onnx"  # an export runs as what it is
+    assert detector.runtime_for(ModelConfig(path=ncnn)) == "ncnn"
+    assert detector.runtime_for(ModelConfig(path=tflite)) == "ultralytics"
+    monkeypatch.setattr("platform.machine", lambda: "aarch64")
+    assert detector.runtime_for(ModelConfig(path=pt)) == "ncnn"  # auto on a Pi
