@@ -75,7 +75,7 @@ def check_broker(cfg: UnitConfig, timeout_s: float = 10.0) -> None:
 
 
 def default_pipeline_factory(cfg: UnitConfig, on_event: Callable[[Any], None] | None) -> Any:
-    from edge.pipeline import build_pipeline  # heavy: ultralytics, torch
+    from edge.pipeline import build_pipeline  # loads the model runtime (torch only on the ultralytics path)
 
     return build_pipeline(cfg, on_event=on_event)
 

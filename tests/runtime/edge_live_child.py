@@ -57,7 +57,7 @@ class LaneTraffic:
         self.lanes = lanes
         self.k = 0
 
-    def update(self, image: np.ndarray) -> Detections:
+    def update(self, image: np.ndarray, t: float) -> Detections:
         self.k += 1
         obs: list[Obs] = []
         period = round(PERIOD_S * FPS)
