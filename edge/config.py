@@ -101,6 +101,38 @@ class LineConfig(_Strict):
         return self
 
 
+class ClassPolicy(_Strict):
+    """What a vehicle on this lane may be, so a nano COCO model's guesses fit the gate.
+
+    At a border gate most vehicles are trucks, and COCO models call container trucks and semis
+    "bus" (and far box trucks "car"). A lane's policy turns the model's classes into the ones that
+    really use the lane before the class vote, so a semi scored half "bus", half "truck" is one
+    solid truck rather than a coin toss between two wrong answers.
+    """
+
+    relabel: dict[VehicleClass, VehicleClass] = Field(
+        default_factory=dict,
+        title="Relabel classes",
+        description="model class -> class counted on this lane, e.g. {bus: truck} on a freight lane where "
+        "buses are not allowed; applied to every detection's vote before the class is decided",
+    )
+    long_box_ratio: float | None = Field(
+        None,
+        gt=1.0,
+        le=10.0,
+        title="Long-box truck ratio",
+        description="a box at least this many times longer along the direction of travel (across the line) "
+        "than across it votes 'truck' whatever the model called it; depends on the camera's view, so "
+        "measure it on the lane's own footage; omit to trust the model",
+    )
+
+    def vote_class(self, model_class: VehicleClass, along: float, across: float) -> VehicleClass:
+        """The class a detection votes for on this lane: the long-box rule, then the relabel map."""
+        if self.long_box_ratio is not None and across > 0 and along / across >= self.long_box_ratio:
+            model_class = VehicleClass.TRUCK
+        return self.relabel.get(model_class, model_class)
+
+
 class LaneConfig(_Strict):
     id: Id = Field(title="Lane id", description="used in topics and InfluxDB tags")
     line: LineConfig
@@ -122,6 +154,12 @@ class LaneConfig(_Strict):
         gt=0,
         title="Stationary speed",
         description="a vehicle slower than this (share of frame diagonal per second) counts as stopped",
+    )
+    classes: ClassPolicy = Field(
+        default_factory=ClassPolicy,
+        title="Class policy",
+        description="which classes use this lane: relabel the model's classes (e.g. bus -> truck on a freight "
+        "lane), optionally call a long box a truck",
     )
 
 
