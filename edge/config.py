@@ -163,6 +163,33 @@ class LaneConfig(_Strict):
     )
 
 
+class NightConfig(_Strict):
+    """Brighten dark scenes before inference (dusk, night, a cheap sensor at low light)."""
+
+    mode: Literal["auto", "on", "off"] = Field(
+        "auto",
+        title="Night enhancement",
+        description="auto: enhance while the picture's mean luminance is below dark_below; on: always; off: never",
+    )
+    dark_below: float = Field(
+        55.0,
+        ge=0,
+        le=255,
+        title="Dark threshold",
+        description="mean luminance (0-255) under which auto mode enhances; daylight road scenes measure 65-120",
+    )
+    target_luma: float = Field(
+        100.0, gt=0, lt=255, title="Target luminance", description="gamma brings the mean luminance to this"
+    )
+    clahe_clip: float = Field(
+        2.0,
+        ge=0,
+        le=40,
+        title="CLAHE clip limit",
+        description="local contrast on the luminance after the gamma; 0 for gamma only",
+    )
+
+
 class ModelConfig(_Strict):
     path: Path = Field(
         Path("../shared/models/yolov8n.pt"),
@@ -185,6 +212,7 @@ class ModelConfig(_Strict):
         "gate_bytetrack.yaml", title="Tracker config",
         description="ultralytics tracker yaml: a file in edge/stages/trackers, an ultralytics name, or a path",
     )
+    night: NightConfig = Field(default_factory=NightConfig, title="Night enhancement")
     vid_stride: int = Field(1, ge=1, le=10, title="Frame stride", description="process every n-th frame")
     max_box_share: float = Field(
         0.5,
