@@ -85,7 +85,7 @@ class Pipeline:
         if frame.image is None:
             return self.windows.advance(frame.t)
         self.stats.total_s["decode"] += self.source.decode_ms / 1000
-        dets = self.tracker.update(frame.image)
+        dets = self.tracker.update(frame.image, frame.t)
         self.stats.inference_ms = self.tracker.last_inference_ms
         self.stats.total_s["inference"] += self.tracker.last_inference_ms / 1000
         self.stats.total_s["tracking"] += self.tracker.last_tracking_ms / 1000
@@ -161,11 +161,11 @@ def build_pipeline(
     tracker: Tracker | None = None,
     source: FrameSource | None = None,
 ) -> Pipeline:
-    """Wire the real source and the real ultralytics tracker unless others are injected."""
+    """Wire the real source, detector and tracker unless others are injected."""
     if tracker is None:
-        from edge.stages.detector import UltralyticsTracker
+        from edge.stages.detector import build_tracker
 
-        tracker = UltralyticsTracker(cfg.model)
+        tracker = build_tracker(cfg.model)
     if source is None:
         source = open_source(cfg.source, replay_start(cfg), cfg.model.vid_stride)
     return Pipeline(cfg, source, tracker, on_event=on_event, on_frame=on_frame)

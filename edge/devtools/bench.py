@@ -46,7 +46,7 @@ def _run_one(fmt: str, imgsz: int, stride: int, clips: list[str], export_dir: st
 
     from edge.devtools.evaluation import evaluate
     from edge.devtools.export import export_model
-    from edge.stages.detector import UltralyticsTracker
+    from edge.stages.detector import Tracker, build_tracker
 
     torch.set_num_threads(max(1, torch.get_num_threads()))
     try:
@@ -61,10 +61,10 @@ def _run_one(fmt: str, imgsz: int, stride: int, clips: list[str], export_dir: st
         cfg = ModelConfig(path=path, imgsz=imgsz, vid_stride=stride)
         folder = footage_dir()
         rows = [r for r in read_ground_truth(folder / "ground_truth.csv") if r.video in clips]
-        trackers: list[UltralyticsTracker] = []
+        trackers: list[Tracker] = []
 
-        def make(c: ModelConfig) -> UltralyticsTracker:
-            trackers.append(UltralyticsTracker(c))
+        def make(c: ModelConfig) -> Tracker:
+            trackers.append(build_tracker(c))
             return trackers[0]
 
         t0 = time.perf_counter()

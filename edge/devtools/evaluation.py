@@ -142,7 +142,7 @@ def run_eval(
 ) -> list[EvalResult]:
     """The `gatewatch eval` body: default model, shared footage, a progress bar over all clips."""
     from edge.paths import default_model, footage_dir
-    from edge.stages.detector import UltralyticsTracker
+    from edge.stages.detector import build_tracker
 
     folder = footage or footage_dir()
     rows = read_ground_truth(folder / "ground_truth.csv")
@@ -162,7 +162,7 @@ def run_eval(
         def tick() -> None:
             bar.update(1)
 
-        return evaluate(folder, cfg, UltralyticsTracker, rows, on_frame=tick)
+        return evaluate(folder, cfg, build_tracker, rows, on_frame=tick)
 
 
 def print_results(results: list[EvalResult], console: Console) -> None:

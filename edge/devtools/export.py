@@ -14,7 +14,7 @@ from pathlib import Path
 
 from edge import EdgeError
 from edge.config import DEFAULT_CLASS_MAP
-from edge.stages.detector import check_model_path, restrict_head
+from edge.stages.detector import check_model_path
 
 log = logging.getLogger(__name__)
 FORMATS = {"pt": None, "onnx": ".onnx", "ncnn": "_ncnn_model", "tflite": ".tflite", "openvino": "_openvino_model"}
@@ -53,6 +53,8 @@ def export_model(weights: Path, fmt: str, imgsz: int, out_dir: Path | None = Non
         shutil.copyfile(weights, work)
     os.environ.setdefault("YOLO_OFFLINE", "1")
     from ultralytics import YOLO  # type: ignore[attr-defined]
+
+    from edge.stages.detector_ultralytics import restrict_head
 
     model = YOLO(str(work), task="detect")
     restrict_head(model, list(DEFAULT_CLASS_MAP))
