@@ -64,6 +64,11 @@ def replay(
     model: Annotated[Path | None, typer.Option(help="model path (overrides the config)")] = None,
     start: Annotated[datetime | None, typer.Option(help="wall-clock time of the first frame (UTC)")] = None,
     realtime: Annotated[bool, typer.Option(help="pace frames at recorded speed")] = False,
+    fps: Annotated[
+        float | None,
+        typer.Option(help="process at this many frames/s of video, dropping frames exactly as a unit that "
+                     "slow does (see docs/edge-pipeline.md for a Pi 4's and a Pi 5's rates)"),
+    ] = None,
     validate_config: Annotated[
         bool, typer.Option("--validate-config", help="check the config and exit")
     ] = False,
@@ -80,7 +85,7 @@ def replay(
         if validate_config:
             console.print(f"config OK: gate {cfg.gate}, unit {cfg.unit}, {len(cfg.lanes)} lane(s)")
             return
-        run_replay(cfg, out=out, video_out=video_out, console=console)
+        run_replay(cfg, out=out, video_out=video_out, console=console, fps=fps)
 
     guarded(body)
 
@@ -90,19 +95,43 @@ def evaluate_cmd(
     model: Annotated[Path | None, typer.Option(help="model path (default: shared yolov8n.pt)")] = None,
     imgsz: Annotated[int | None, typer.Option(help="inference image size")] = None,
     stride: Annotated[int | None, typer.Option(help="process every n-th frame")] = None,
+    fps: Annotated[
+        float | None, typer.Option(help="process at this many frames/s, dropping frames as a slow unit does")
+    ] = None,
+    conditions: Annotated[
+        str | None,
+        typer.Option(help="a matrix over conditions: all, or some of clean,fps10,fps5,dark,gray,jpeg,half"),
+    ] = None,
+    peer: Annotated[
+        bool, typer.Option(help="also run Ultralytics' ObjectCounter (yolov8n.pt, 640, ByteTrack) the same way")
+    ] = False,
+    clip: Annotated[list[str] | None, typer.Option(help="only this clip (file name; repeatable)")] = None,
     verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False,
 ) -> None:
-    """Count every clip in ground_truth.csv and compare with the hand counts."""
+    """Count every clip in ground_truth.csv and compare with the hand counts (optionally under the
+    conditions a gate unit really sees, beside the peer)."""
     _setup_logging(verbose)
 
     def body() -> None:
-        from edge.devtools.evaluation import print_results, run_eval
+        from edge.devtools.conditions import CONDITIONS, at_rate, parse_conditions
+        from edge.devtools.evaluation import print_matrix, print_results, run_eval
 
-        results = run_eval(footage, model, imgsz, stride, console)
-        print_results(results, console)
-        bad = [r for r in results if not r.ok]
+        if conditions is not None and fps is not None:
+            raise EdgeError("give --conditions or --fps, not both (the conditions include fps10 and fps5)")
+        chosen = parse_conditions(conditions) if conditions is not None else [
+            at_rate(fps) if fps is not None else CONDITIONS["clean"]
+        ]
+        runs = run_eval(footage, model, imgsz, stride, chosen, peer, clip)
+        if conditions is None:
+            for who, matrix in runs.items():
+                print_results(next(iter(matrix.values())), console, f"{who}: counted vs hand-counted "
+                              f"({chosen[0].description})")
+        else:
+            print_matrix(runs, console)
+        ours = [r for results in runs["gatewatch"].values() for r in results]
+        bad = [r for r in ours if not r.ok]
         if bad:
-            raise fail(f"{len(bad)} of {len(results)} rows outside tolerance", 1)
+            raise fail(f"{len(bad)} of {len(ours)} rows outside tolerance", 1)
 
     guarded(body)
 
@@ -119,12 +148,22 @@ def bench_cmd(
     export_dir: Annotated[
         Path | None, typer.Option(help="where exports are written and reused (default ~/.cache/gatewatch/models)")
     ] = None,
+    peer: Annotated[
+        bool,
+        typer.Option(help="gatewatch's default path against Ultralytics' ObjectCounter (yolov8n.pt, 640, "
+                     "ByteTrack), alternating clip by clip in this one run: frames/s, ratio, memory, counts"),
+    ] = False,
     verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False,
 ) -> None:
     """Frames/s and ms per stage for each model format, image size and stride, with the counts."""
     _setup_logging(verbose)
 
     def body() -> None:
+        if peer:
+            from edge.devtools.bench import run_peer_bench
+
+            run_peer_bench(clip, console)
+            return
         from edge.devtools.bench import run_bench
         from edge.devtools.export import default_export_dir
 

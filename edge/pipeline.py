@@ -12,7 +12,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
-from edge.config import UnitConfig
+from edge.config import ModelConfig, UnitConfig
 from edge.stages.capture import Frame, FrameSource, open_source
 from edge.stages.counting import Crossing, LaneCounter
 from edge.stages.detections import Detections
@@ -153,6 +153,14 @@ def replay_start(cfg: UnitConfig, now: float | None = None) -> float:
     return window_floor(time.time() if now is None else now, cfg.counting.window_s)
 
 
+def make_tracker(model: ModelConfig) -> Tracker:
+    """The one place that picks the real detector and tracker for a model config: the live unit,
+    replay, eval and the benchmark all take what a user with these settings would get."""
+    from edge.stages.detector import build_tracker
+
+    return build_tracker(model)
+
+
 def build_pipeline(
     cfg: UnitConfig,
     *,
@@ -161,11 +169,9 @@ def build_pipeline(
     tracker: Tracker | None = None,
     source: FrameSource | None = None,
 ) -> Pipeline:
-    """Wire the real source, detector and tracker unless others are injected."""
+    """Wire the real source and the real tracker unless others are injected."""
     if tracker is None:
-        from edge.stages.detector import build_tracker
-
-        tracker = build_tracker(cfg.model)
+        tracker = make_tracker(cfg.model)
     if source is None:
         source = open_source(cfg.source, replay_start(cfg), cfg.model.vid_stride)
     return Pipeline(cfg, source, tracker, on_event=on_event, on_frame=on_frame)

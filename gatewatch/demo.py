@@ -35,7 +35,7 @@ from rich.live import Live
 from rich.table import Table
 
 from edge import EdgeError
-from edge.devtools.evaluation import read_ground_truth
+from edge.devtools.truth import read_ground_truth
 from edge.paths import default_model, footage_dir
 from edge.stages.geometry import side_names
 from gatewatch.provision import server_acl, unit_acl, unit_username

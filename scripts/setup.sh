@@ -77,7 +77,8 @@ import site; site.addsitedir("$shared_site")
 PTH
 # entry points that run this checkout's code with this checkout's interpreter
 write_launcher() {  # write_launcher NAME PYTHON-CODE
-  printf '#!%s\n%s\n' "$here/.venv/bin/python" "$2" > ".venv/bin/$1"
+  # the guard matters: multiprocessing's spawn re-imports the main script in every child
+  printf '#!%s\nif __name__ == "__main__":\n    %s\n' "$here/.venv/bin/python" "$2" > ".venv/bin/$1"
   chmod +x ".venv/bin/$1"
 }
 write_launcher gatewatch "from gatewatch.cli import main; main()"

@@ -19,8 +19,6 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 
-from influxdb_client.client.write.point import Point
-
 from server import schema
 from server.alerts import AlertEngine, AlertEvent
 from server.config import ServerConfig
@@ -28,42 +26,16 @@ from server.health import Health, health_fields
 from server.sinks import Sink, make_sink
 from server.spool import Spool, SpoolError
 from server.subscriber import Received, Subscriber
-from server.validation import Clock, UnitMessage, Validator, utc_now
+from server.validation import Clock, Validator, utc_now
 from server.writer import DurableWriter
 from wire.errors import WireError
-from wire.payloads import (
-    AlertMessage,
-    CountsMessage,
-    DeadLetter,
-    EventMessage,
-    HealthMessage,
-    decode_message,
-    encode,
-)
-from wire.topics import DEAD_LETTER, PREFIX, SERVER_HEALTH, Topic, TopicKind
+from wire.payloads import AlertMessage, DeadLetter, decode_message, encode
+from wire.topics import DEAD_LETTER, SERVER_HEALTH, Topic, is_own_output
 
 log = logging.getLogger(__name__)
 
 #: how often the wall-clock silence check runs
 SILENCE_CHECK_S = 1.0
-
-
-def points_for(message: UnitMessage) -> list[Point]:
-    if isinstance(message, CountsMessage):
-        return schema.counts_points(message)
-    if isinstance(message, EventMessage):
-        return schema.event_points(message)
-    if isinstance(message, HealthMessage):
-        return schema.health_points(message)
-    return schema.status_points(message)
-
-
-def is_own_output(topic: str) -> bool:
-    """Topics the server publishes itself; a wide subscription (`gatewatch/v1/#`) sees them too."""
-    if topic.startswith((DEAD_LETTER, SERVER_HEALTH, f"{PREFIX}/_")):
-        return True
-    parts = topic.split("/")
-    return len(parts) == 5 and parts[4] == TopicKind.ALERT.value
 
 
 @dataclass
@@ -151,7 +123,7 @@ class Server:
         self.writer.stop()
         log.info("gatewatch server stopped (spool depth %d)", self.writer.spool.depth)
 
-    # -- stream --------------------------------------------------------------------------------
+    # -- one message, in order: own output? validation, points, alerts -------------------------
 
     def _pump(self, timeout: float) -> None:
         """Take what has arrived, up to one batch, waiting at most `timeout` for the first."""
@@ -168,11 +140,10 @@ class Server:
                 return
             self._handle(item)
 
-    def _note_start(self) -> None:
-        if not self._batch.messages and not self._batch.lines:
-            self._batch.started = time.monotonic()
-
     def _handle(self, item: Received) -> None:
+        """One message's whole way through the server, into the open batch: our own output is skipped
+        (a retained alert state restores the engine); a unit message is validated or dead-lettered,
+        becomes points, and goes past the alert rules, whose raises and clears are points too."""
         self._note_start()
         self._batch.messages += 1
         self._batch.acks.append(item)
@@ -191,7 +162,7 @@ class Server:
             self._reject(item, "internal", f"{type(exc).__name__}: {exc}")
             return
         try:
-            self._batch.lines.extend(schema.lines(points_for(message)))
+            self._batch.lines.extend(schema.lines(schema.points_for(message)))
             self._on_events(self.alerts.on_message(message))
         except Exception as exc:  # a bug must cost one message, not the stream
             log.exception("internal error on a message from %s", item.topic)
@@ -219,6 +190,31 @@ class Server:
         )
         self.subscriber.publish(DEAD_LETTER, encode(letter), qos=1)
 
+    def _on_events(self, events: list[AlertEvent]) -> None:
+        if events:
+            self._note_start()
+        for e in events:
+            log.info("alert %s %s/%s %s (%s): %s", "raised" if e.active else "cleared", e.gate, e.lane, e.rule,
+                     e.level.value, e.text)
+            self._batch.lines.extend(schema.lines([schema.alert_point(e)]))
+        self._publish_alerts(all_lanes=False)
+
+    def _publish_alerts(self, *, all_lanes: bool) -> None:
+        changed = self.alerts.take_changed()
+        lanes = self.alerts.lanes() if all_lanes else sorted(changed)
+        if not lanes:
+            return
+        at = self.clock()
+        for gate, lane in lanes:
+            state = self.alerts.state(gate, lane, at)
+            self.subscriber.publish(str(Topic.alert(gate, lane)), encode(state), qos=1, retain=True)
+
+    # -- the batch: stored (database or spool), then acknowledged ------------------------------
+
+    def _note_start(self) -> None:
+        if not self._batch.messages and not self._batch.lines:
+            self._batch.started = time.monotonic()
+
     def _flush(self) -> None:
         batch = self._batch
         if not batch.messages and not batch.lines:
@@ -235,27 +231,7 @@ class Server:
         self.health.on_stored(batch.accepted)
         self._batch = _Batch()
 
-    # -- alerts and health ---------------------------------------------------------------------
-
-    def _on_events(self, events: list[AlertEvent]) -> None:
-        if events:
-            self._note_start()
-        for e in events:
-            log.info("alert %s %s/%s %s (%s): %s", "raised" if e.active else "cleared", e.gate, e.lane, e.rule,
-                     e.level.value, e.text)
-            self._batch.lines.extend(schema.lines([schema.alert_point(
-                e.gate, e.lane, e.rule, e.at, e.level, e.active, e.expected_wait_s, e.text)]))
-        self._publish_alerts(all_lanes=False)
-
-    def _publish_alerts(self, *, all_lanes: bool) -> None:
-        changed = self.alerts.take_changed()
-        lanes = self.alerts.lanes() if all_lanes else sorted(changed)
-        if not lanes:
-            return
-        at = self.clock()
-        for gate, lane in lanes:
-            state = self.alerts.state(gate, lane, at)
-            self.subscriber.publish(str(Topic.alert(gate, lane)), encode(state), qos=1, retain=True)
+    # -- health --------------------------------------------------------------------------------
 
     def _health_tick(self) -> None:
         snap = self.health.snapshot(

@@ -17,8 +17,9 @@ from datetime import datetime
 from influxdb_client.client.write.point import Point
 from influxdb_client.domain.write_precision import WritePrecision
 
+from server.alerts import AlertEvent
+from server.validation import UnitMessage
 from wire.payloads import (
-    AlertLevel,
     CountsMessage,
     EventMessage,
     HealthMessage,
@@ -55,6 +56,17 @@ def lines(points: Iterable[Point]) -> list[str]:
         if line:
             out.append(line)
     return out
+
+
+def points_for(message: UnitMessage) -> list[Point]:
+    """The points of any validated unit message."""
+    if isinstance(message, CountsMessage):
+        return counts_points(message)
+    if isinstance(message, EventMessage):
+        return event_points(message)
+    if isinstance(message, HealthMessage):
+        return health_points(message)
+    return status_points(message)
 
 
 def counts_points(m: CountsMessage) -> list[Point]:
@@ -130,17 +142,14 @@ def status_points(m: StatusMessage) -> list[Point]:
     ]
 
 
-def alert_point(
-    gate: str, lane: str, rule: str, at: datetime, level: AlertLevel, active: bool,
-    expected_wait_s: float | None, text: str,
-) -> Point:
+def alert_point(event: AlertEvent) -> Point:
     """One raise or clear, for Grafana annotations (`SELECT text FROM alerts WHERE ...`)."""
-    return _point(ALERTS, at, {"gate": gate, "lane": lane, "rule": rule}, {
-        "level": level.value,
-        "level_rank": level.rank,
-        "active": active,
-        "expected_wait_s": _f(expected_wait_s),
-        "text": text,
+    return _point(ALERTS, event.at, {"gate": event.gate, "lane": event.lane, "rule": event.rule}, {
+        "level": event.level.value,
+        "level_rank": event.level.rank,
+        "active": event.active,
+        "expected_wait_s": _f(event.expected_wait_s),
+        "text": event.text,
     })
 
 

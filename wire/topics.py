@@ -35,6 +35,14 @@ class TopicKind(StrEnum):
 UNIT_KINDS = frozenset({TopicKind.COUNTS, TopicKind.EVENTS, TopicKind.STATUS, TopicKind.HEALTH})
 
 
+def is_own_output(topic: str) -> bool:
+    """Topics the server publishes itself; a wide subscription (`gatewatch/v1/#`) sees them too."""
+    if topic.startswith((DEAD_LETTER, SERVER_HEALTH, f"{PREFIX}/_")):
+        return True
+    parts = topic.split("/")
+    return len(parts) == 5 and parts[4] == TopicKind.ALERT.value
+
+
 def check_id(value: str, what: str = "id") -> str:
     if not _ID_RE.match(value):
         raise WireError("bad_id", f"{what} {value!r} must match {ID_PATTERN}")

@@ -9,23 +9,30 @@ from rich.console import Console
 from rich.table import Table
 from tqdm import tqdm
 
+from edge import EdgeError
 from edge.config import UnitConfig
 from edge.devtools.annotate import VideoAnnotator
 from edge.devtools.records_io import RecordWriter
-from edge.pipeline import Pipeline, build_pipeline
-from edge.stages.capture import FileSource, LiveSource
+from edge.pipeline import Pipeline, build_pipeline, replay_start
+from edge.stages.capture import FileSource, LiveSource, open_source
 from wire.payloads import WindowRecord
 
 
 def run_replay(
-    cfg: UnitConfig, *, out: Path | None, video_out: Path | None, console: Console
+    cfg: UnitConfig, *, out: Path | None, video_out: Path | None, console: Console, fps: float | None = None
 ) -> list[WindowRecord]:
-    pipe = build_pipeline(cfg)
-    source = pipe.source
+    if fps is not None and fps <= 0:
+        raise EdgeError(f"--fps must be positive, got {fps:g}")
+    if fps is not None and cfg.source.kind != "file":
+        raise EdgeError("--fps simulates a slower unit on a recorded file; a live source is processed as fast "
+                        "as this machine keeps up, newest frame first")
+    source = open_source(cfg.source, replay_start(cfg), cfg.model.vid_stride, rate=fps)
+    pipe = build_pipeline(cfg, source=source)
     if isinstance(source, LiveSource):
         source.wait_open(cfg.source.open_timeout_s)
-    total = source.frame_count // cfg.model.vid_stride if isinstance(source, FileSource) else None
-    annotator = VideoAnnotator(video_out, cfg, source.fps / cfg.model.vid_stride) if video_out else None
+    total = source.expected_frames if isinstance(source, FileSource) else None
+    out_fps = min(fps, source.fps) if fps else source.fps / cfg.model.vid_stride
+    annotator = VideoAnnotator(video_out, cfg, out_fps) if video_out else None
     bar = tqdm(total=total, unit="frame", desc=Path(cfg.source.path or "").name, disable=None)
 
     def on_frame_all(*args: Any) -> None:

@@ -58,11 +58,11 @@ class NightEnhancer:
         mean = min(max(self.last_luma or mean_luma(image), 1.0), 254.0)
         gamma = float(np.log(self.cfg.target_luma / 255.0) / np.log(mean / 255.0))
         lut = np.clip(255.0 * (np.arange(256) / 255.0) ** gamma + 0.5, 0, 255).astype(np.uint8)
-        out: Image = cv2.LUT(image, lut)
+        out = np.asarray(cv2.LUT(image, lut), dtype=np.uint8)
         if self._clahe is None:
             return out
         if out.ndim == 2:
-            return self._clahe.apply(out)  # type: ignore[no-any-return]
+            return np.asarray(self._clahe.apply(out), dtype=np.uint8)
         ycc = cv2.cvtColor(out, cv2.COLOR_BGR2YCrCb)  # integer maths: several times cheaper than Lab
         ycc[:, :, 0] = self._clahe.apply(ycc[:, :, 0])
-        return cv2.cvtColor(ycc, cv2.COLOR_YCrCb2BGR)  # type: ignore[no-any-return]
+        return np.asarray(cv2.cvtColor(ycc, cv2.COLOR_YCrCb2BGR), dtype=np.uint8)

@@ -11,6 +11,7 @@ import random
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
+from server.alerts import AlertEvent
 from server.config import InfluxConfig
 from server.health import ServerHealthMessage, health_fields
 from server.schema import alert_point, counts_points, health_points, lines, server_health_point, status_points
@@ -34,23 +35,12 @@ LATE = 110
 
 
 @dataclass
-class Alert:
-    gate: str
-    lane: str
-    rule: str
-    at: datetime
-    level: AlertLevel
-    active: bool
-    text: str
-
-
-@dataclass
 class Dataset:
     start: datetime
     counts: list[CountsMessage] = field(default_factory=list)
     health: list[HealthMessage] = field(default_factory=list)
     status: list[StatusMessage] = field(default_factory=list)
-    alerts: list[Alert] = field(default_factory=list)
+    alerts: list[AlertEvent] = field(default_factory=list)
     server: list[ServerHealthMessage] = field(default_factory=list)
 
     @property
@@ -124,9 +114,11 @@ def make_dataset(now: datetime | None = None, seed: int = 7) -> Dataset:
         ))
     raised = start + timedelta(minutes=20)
     ds.alerts += [
-        Alert("huu-nghi", "lane1", "congested", raised, AlertLevel.ORANGE, True, "queue 14 >= 8 for 60 s"),
-        Alert("huu-nghi", "lane1", "congested", raised + timedelta(minutes=25), AlertLevel.GREEN, False, "cleared"),
-        Alert("tan-thanh", "lane1", "stalled", raised + timedelta(minutes=70), AlertLevel.RED, True, "no crossings"),
+        AlertEvent("huu-nghi", "lane1", "congested", raised, AlertLevel.ORANGE, True, None, "queue 14 >= 8 for 60 s"),
+        AlertEvent("huu-nghi", "lane1", "congested", raised + timedelta(minutes=25), AlertLevel.GREEN, False, None,
+                   "cleared"),
+        AlertEvent("tan-thanh", "lane1", "stalled", raised + timedelta(minutes=70), AlertLevel.RED, True, None,
+                   "no crossings"),
     ]
     return ds
 
@@ -137,7 +129,7 @@ def write_dataset(url: str, ds: Dataset) -> None:
     points = [p for m in ds.counts for p in counts_points(m)]
     points += [p for m in ds.health for p in health_points(m)]
     points += [p for m in ds.status for p in status_points(m)]
-    points += [alert_point(a.gate, a.lane, a.rule, a.at, a.level, a.active, None, a.text) for a in ds.alerts]
+    points += [alert_point(a) for a in ds.alerts]
     points += [server_health_point(h.server, h.at, health_fields(h)) for h in ds.server]
     try:
         batch = lines(points)

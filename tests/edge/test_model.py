@@ -16,7 +16,8 @@ import cv2
 import pytest
 
 from edge.config import ModelConfig
-from edge.devtools.evaluation import EvalResult, TruthRow, evaluate, read_ground_truth
+from edge.devtools.evaluation import evaluate
+from edge.devtools.truth import EvalResult, TruthRow, read_ground_truth
 from edge.stages.detector import build_tracker
 from tests import shared_data
 from wire.payloads import VehicleClass

@@ -9,8 +9,16 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from server.alerts import CAMERA_DOWN, CONGESTED, GATE_LEVEL, LOOP_MISMATCH, STALLED, UNIT_OFFLINE, AlertEngine
-from server.config import AlertsConfig
+from server.alerts import (
+    CAMERA_DOWN,
+    CONGESTED,
+    GATE_LEVEL,
+    LOOP_MISMATCH,
+    STALLED,
+    UNIT_OFFLINE,
+    AlertEngine,
+    AlertsConfig,
+)
 from tests.server.helpers import BASE, GATE, counts_message
 from wire.payloads import AlertLevel, CameraState, HealthMessage, StatusMessage, UnitState
 
