@@ -190,6 +190,32 @@ class NightConfig(_Strict):
     )
 
 
+class RegionConfig(_Strict):
+    """Where the detector looks: the lanes' region at the model's input size, or the whole frame."""
+
+    mode: Literal["lanes", "frame"] = Field(
+        "lanes",
+        title="Detection region",
+        description="lanes: only the box holding every line band and queue zone plus the margin (small far "
+        "vehicles get more pixels, and fewer pixels cost less); frame: the whole frame",
+    )
+    margin: float = Field(
+        0.2,
+        ge=0,
+        le=1,
+        title="Region margin",
+        description="added on each side of the lanes' box, as a share of the frame's width and height: room "
+        "for the tracker to pick a vehicle up before it reaches the band",
+    )
+    max_share: float = Field(
+        0.8,
+        gt=0,
+        le=1,
+        title="Largest useful region",
+        description="a region covering more of the frame than this is not worth cropping: the whole frame is used",
+    )
+
+
 class ModelConfig(_Strict):
     path: Path = Field(
         Path("../shared/models/yolov8n.pt"),
@@ -213,6 +239,7 @@ class ModelConfig(_Strict):
         description="ultralytics tracker yaml: a file in edge/stages/trackers, an ultralytics name, or a path",
     )
     night: NightConfig = Field(default_factory=NightConfig, title="Night enhancement")
+    region: RegionConfig = Field(default_factory=RegionConfig, title="Detection region")
     vid_stride: int = Field(1, ge=1, le=10, title="Frame stride", description="process every n-th frame")
     max_box_share: float = Field(
         0.5,
