@@ -1,9 +1,9 @@
 """Night: brighten a dark scene before the detector sees it.
 
 Gate traffic peaks into the evening, and a cheap camera at dusk gives a dim, noisy picture in which a
-nano COCO model misses most vehicles (a frame at gain 0.35 loses half of them). A gamma curve lifts
-the dark tones where the vehicles are without clipping headlights, and CLAHE on the luminance brings
-back local contrast (a dark car on a dark road). Both are cheap lookups, so the switch is automatic:
+nano COCO model misses most vehicles (a frame at gain 0.35 loses half of them). CLAHE on the
+luminance brings back local contrast (a dark car on a dark road) without lifting the whole picture's
+noise; an optional gamma curve lifts the dark tones first. Both are cheap, so the switch is automatic:
 `auto` measures the mean luminance of each frame and enhances only while it is dark, with a little
 hysteresis so a passing headlight does not flip the enhancement on and off from frame to frame.
 """
@@ -53,12 +53,14 @@ class NightEnhancer:
         return self.enhance(image) if self.active else image
 
     def enhance(self, image: Image) -> Image:
-        """Gamma to bring the mean luminance to the target, then CLAHE on the luminance only (on the
-        colour channels it would shift hues, and the model leans on colour for 'truck' vs 'bus')."""
-        mean = min(max(self.last_luma or mean_luma(image), 1.0), 254.0)
-        gamma = float(np.log(self.cfg.target_luma / 255.0) / np.log(mean / 255.0))
-        lut = np.clip(255.0 * (np.arange(256) / 255.0) ** gamma + 0.5, 0, 255).astype(np.uint8)
-        out = np.asarray(cv2.LUT(image, lut), dtype=np.uint8)
+        """Optionally a gamma to bring the mean luminance to the target, then CLAHE on the luminance
+        only (on the colour channels it would shift hues, and the model leans on colour)."""
+        out = image
+        if self.cfg.target_luma is not None:
+            mean = min(max(self.last_luma or mean_luma(image), 1.0), 254.0)
+            gamma = float(np.log(self.cfg.target_luma / 255.0) / np.log(mean / 255.0))
+            lut = np.clip(255.0 * (np.arange(256) / 255.0) ** gamma + 0.5, 0, 255).astype(np.uint8)
+            out = np.asarray(cv2.LUT(image, lut), dtype=np.uint8)
         if self._clahe is None:
             return out
         if out.ndim == 2:
