@@ -16,7 +16,7 @@ def scene(level: float, seed: int = 0) -> np.ndarray:
     day = 60 + 120 * (x / 320) + 40 * np.sin(y / 9.0)  # road shading and texture, mean about 120
     day[80:120, 140:200] = 40  # the car
     img = day * (level / 120) + rng.normal(0, 2.0, day.shape)
-    return np.clip(np.repeat(img[..., None], 3, axis=2), 0, 255).astype(np.uint8)
+    return np.asarray(np.clip(np.repeat(img[..., None], 3, axis=2), 0, 255), dtype=np.uint8)
 
 
 def car_contrast(image: np.ndarray) -> float:
