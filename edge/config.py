@@ -246,6 +246,14 @@ class ModelConfig(_Strict):
     night: NightConfig = Field(default_factory=NightConfig, title="Night enhancement")
     region: RegionConfig = Field(default_factory=RegionConfig, title="Detection region")
     vid_stride: int = Field(1, ge=1, le=10, title="Frame stride", description="process every n-th frame")
+    nested_share: float | None = Field(
+        0.7,
+        gt=0,
+        le=1,
+        title="Nested-box share",
+        description="a box with at least this share of its area inside a larger, more confident box is part of "
+        "that vehicle (its side, a trailer) and is dropped before tracking; omit to keep every box",
+    )
     max_box_share: float = Field(
         0.5,
         gt=0,

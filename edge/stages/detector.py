@@ -88,5 +88,10 @@ def build_tracker(cfg: ModelConfig) -> Tracker:
 
     night = NightEnhancer(cfg.night) if cfg.night.mode != "off" else None
     return DetectAndTrack(
-        open_detector(cfg), open_box_tracker(cfg.tracker), cfg.max_box_share, LaneRegion(cfg.region), night
+        open_detector(cfg),
+        open_box_tracker(cfg.tracker),
+        cfg.max_box_share,
+        LaneRegion(cfg.region),
+        night,
+        cfg.nested_share,
     )

@@ -18,7 +18,7 @@ import yaml
 
 from edge import EdgeError
 from edge.config import LaneConfig
-from edge.stages.detections import Boxes, Detections, clip_to_frame, drop_implausible
+from edge.stages.detections import Boxes, Detections, clip_to_frame, drop_implausible, drop_nested
 from edge.stages.detector import Detector, Frame
 from edge.stages.enhance import NightEnhancer
 from edge.stages.region import LaneRegion, crop, to_frame
@@ -47,7 +47,8 @@ class DetectAndTrack:
 
     Before the detector: the lanes' region is cut out of the frame (`region`) and, when the scene is
     dark, brightened (`night`); the boxes come back in whole-frame pixels, so the tracker, counting
-    and the annotated video never see the crop.
+    and the annotated video never see the crop. Boxes nested in a larger one (`nested_share`) are
+    dropped before the tracker sees them.
     """
 
     def __init__(
@@ -57,12 +58,14 @@ class DetectAndTrack:
         max_box_share: float,
         region: LaneRegion | None = None,
         night: NightEnhancer | None = None,
+        nested_share: float | None = None,
     ) -> None:
         self.detector = detector
         self.tracker = tracker
         self.max_box_share = max_box_share
         self.region = region
         self.night = night
+        self.nested_share = nested_share
         self._inference_ms = 0.0
         self._tracking_ms = 0.0
 
@@ -90,6 +93,8 @@ class DetectAndTrack:
         if self.night is not None:
             view = self.night(view)
         boxes = to_frame(self.detector.detect(view), window, (w, h))
+        if self.nested_share is not None:
+            boxes = drop_nested(boxes, self.nested_share)
         t1 = time.perf_counter()
         # boxes covering most of the frame are dropped after tracking, not before: the tracker
         # still matches them, so a vehicle that briefly fills the view keeps its id
