@@ -199,10 +199,11 @@ class RegionConfig(_Strict):
     """Where the detector looks: the lanes' region at the model's input size, or the whole frame."""
 
     mode: Literal["lanes", "frame"] = Field(
-        "lanes",
+        "frame",
         title="Detection region",
         description="lanes: only the box holding every line band and queue zone plus the margin (small far "
-        "vehicles get more pixels, and fewer pixels cost less); frame: the whole frame",
+        "vehicles get more pixels, a wide band costs fewer pixels); frame: the whole frame. Default frame: on "
+        "the overhead shared clip the scaled-up region found fewer vehicles (docs/edge-pipeline.md)",
     )
     margin: float = Field(
         0.2,

@@ -35,9 +35,9 @@ def test_window_holds_the_bands_and_queue_zones_plus_the_margin() -> None:
 @pytest.mark.parametrize(
     "cfg, expected",
     [
-        (RegionConfig(margin=MARGIN), WINDOW),
+        (RegionConfig(mode="lanes", margin=MARGIN), WINDOW),
         (RegionConfig(mode="frame"), None),
-        (RegionConfig(margin=0.45), None),  # 97 % of the frame: not worth a crop
+        (RegionConfig(mode="lanes", margin=0.45), None),  # 97 % of the frame: not worth a crop
     ],
     ids=["lanes", "frame", "region too large"],
 )
@@ -86,7 +86,8 @@ class OneTrack:
 def count(bottoms: list[float], height: float = 60.0) -> tuple[int, WindowDetector, list[Detections]]:
     frames = [[(460.0, b - height, 540.0, b)] for b in bottoms]
     detector = WindowDetector(frames, WINDOW)
-    both = DetectAndTrack(detector, OneTrack(), max_box_share=0.5, region=LaneRegion(RegionConfig(margin=MARGIN)))
+    region = LaneRegion(RegionConfig(mode="lanes", margin=MARGIN))
+    both = DetectAndTrack(detector, OneTrack(), max_box_share=0.5, region=region)
     both.focus([LANE])
     counter = LaneCounter(LANE, CountingConfig(), W, H)
     seen, crossings = [], []
