@@ -222,11 +222,21 @@ class RegionConfig(_Strict):
     )
 
 
+ModelFormat = Literal["auto", "pt", "onnx", "ncnn"]
+
+
 class ModelConfig(_Strict):
     path: Path = Field(
         Path("../shared/models/yolov8n.pt"),
         title="Model path",
         description="any format ultralytics loads: .pt, .onnx, .tflite, NCNN folder; never a bare name",
+    )
+    format: ModelFormat = Field(
+        "auto",
+        title="Runtime format",
+        description="how a .pt model runs: onnx (ONNX Runtime) or ncnn (NCNN), exported once and cached, "
+        "without torch; pt (ultralytics, torch); auto: the fastest that counts exactly (onnx on x86, ncnn "
+        "on Arm). A path that is already an export runs in its own format",
     )
     imgsz: int = Field(480, ge=64, le=1920, multiple_of=32, title="Inference image size")
     conf: float = Field(

@@ -9,6 +9,7 @@ stage (`edge.stages.tracking.DetectAndTrack`); `build_tracker` wires both from t
 
 from __future__ import annotations
 
+import platform
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Protocol
@@ -73,11 +74,44 @@ def check_model_path(path: Path) -> Path:
     return path
 
 
-def open_detector(cfg: ModelConfig) -> Detector:
-    """The detector for the configured model. Imported lazily: only the chosen runtime is loaded."""
-    from edge.stages.detector_ultralytics import UltralyticsDetector
+def runtime_for(cfg: ModelConfig) -> str:
+    """Which runtime runs the configured model: 'onnx', 'ncnn' (torch-free) or 'ultralytics'.
 
-    return UltralyticsDetector(cfg)
+    An export runs in its own format; `.pt` weights in `model.format`, where `auto` is ONNX Runtime on
+    x86 and NCNN on Arm (the fastest on the Pi's cores, see docs/edge-pipeline.md).
+    """
+    path = cfg.path
+    if path.suffix == ".onnx":
+        return "onnx"
+    if path.is_dir() and (path / "model.ncnn.param").is_file():
+        return "ncnn"
+    if path.suffix != ".pt" or cfg.format == "pt":
+        return "ultralytics"
+    if cfg.format == "auto":
+        return "ncnn" if platform.machine().lower() in ("aarch64", "arm64") else "onnx"
+    return cfg.format
+
+
+def open_detector(cfg: ModelConfig) -> Detector:
+    """The detector for the configured model. Imported lazily: only the chosen runtime is loaded, so
+    on the ONNX and NCNN paths torch never is (a `.pt` is exported first, in a process of its own)."""
+    runtime = runtime_for(cfg)
+    if runtime == "ultralytics":
+        from edge.stages.detector_ultralytics import UltralyticsDetector
+
+        return UltralyticsDetector(cfg)
+    path = check_model_path(cfg.path)
+    if path.suffix == ".pt":
+        from edge.devtools.export import cached_export
+
+        cfg = cfg.model_copy(update={"path": cached_export(path, runtime, cfg.imgsz)})
+    if runtime == "onnx":
+        from edge.stages.detector_onnx import OnnxDetector
+
+        return OnnxDetector(cfg)
+    from edge.stages.detector_ncnn import NcnnDetector
+
+    return NcnnDetector(cfg)
 
 
 def build_tracker(cfg: ModelConfig) -> Tracker:

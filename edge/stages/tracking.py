@@ -111,10 +111,17 @@ def _ultralytics(settings: dict[str, Any]) -> BoxTracker:
     return UltralyticsBoxTracker(settings)
 
 
+def _roboflow(settings: dict[str, Any]) -> BoxTracker:
+    from edge.stages.tracker_roboflow import RoboflowByteTrack
+
+    return RoboflowByteTrack(settings)
+
+
 #: tracker_type -> factory taking the settings file's contents.
 BOX_TRACKERS: dict[str, Callable[[dict[str, Any]], BoxTracker]] = {
     "bytetrack": _ultralytics,  # ultralytics' BYTETracker (needs torch: ultralytics imports it)
     "botsort": _ultralytics,
+    "rf_bytetrack": _roboflow,  # roboflow trackers' ByteTrack: torch-free, time-based
 }
 
 

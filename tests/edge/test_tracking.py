@@ -123,3 +123,32 @@ def test_unknown_tracker_settings_fail_with_one_clear_error(tmp_path: Path) -> N
     bad.write_text("tracker_type: bytetrack\n")
     with pytest.raises(TrackerError, match="incomplete"):
         open_box_tracker(str(bad))
+
+
+def test_torch_free_bytetrack_keeps_ids_and_follows_time() -> None:
+    tracker = open_box_tracker("gate_rf_bytetrack.yaml")
+    ids: list[list[int]] = []
+    for i in range(10):
+        frame = boxes(
+            (100 + 8 * i, 100, 180 + 8 * i, 160, 0.9, VehicleClass.CAR),
+            (400, 300 - 6 * i, 520, 380 - 6 * i, 0.7, VehicleClass.TRUCK),
+        )
+        dets = tracker.update(frame, FRAME, i / 30)
+        ids.append(sorted(dets.track_id.tolist()))
+    assert len(ids[-1]) == 2 and ids[-1] == ids[4]  # confirmed after three frames, then stable
+    classes = dict(zip(dets.track_id.tolist(), dets.vehicle_class, strict=True))
+    assert sorted(classes.values()) == [VehicleClass.CAR, VehicleClass.TRUCK]
+    # unseen for longer than lost_track_s (1 s): the car comes back as a new track
+    car = boxes((180, 100, 260, 160, 0.9, VehicleClass.CAR))
+    assert all(len(tracker.update(Boxes.empty(SIZE), FRAME, 0.4 + k / 10)) == 0 for k in range(15))
+    back = [tracker.update(car, FRAME, 2.0 + k / 30) for k in range(4)]
+    assert len(back[-1]) == 1 and back[-1].track_id[0] not in ids[-1]
+    tracker.reset()
+    assert len(tracker.update(Boxes.empty(SIZE), FRAME, 0.0)) == 0
+
+
+def test_torch_free_bytetrack_settings_are_checked(tmp_path: Path) -> None:
+    bad = tmp_path / "rf.yaml"
+    bad.write_text("tracker_type: rf_bytetrack\nlost_track_frames: 30\n")
+    with pytest.raises(TrackerError, match="lost_track_frames"):
+        open_box_tracker(str(bad))
