@@ -251,8 +251,9 @@ class ModelConfig(_Strict):
         "chosen among vehicles only (top-down cars otherwise score as 'airplane' and are lost)",
     )
     tracker: str = Field(
-        "gate_bytetrack.yaml", title="Tracker config",
-        description="ultralytics tracker yaml: a file in edge/stages/trackers, an ultralytics name, or a path",
+        "gate_rf_bytetrack.yaml", title="Tracker config",
+        description="tracker settings yaml: a file in edge/stages/trackers (gate_rf_bytetrack.yaml: time-based, "
+        "torch-free; gate_bytetrack.yaml: ultralytics' frame-based ByteTrack), an ultralytics name, or a path",
     )
     night: NightConfig = Field(default_factory=NightConfig, title="Night enhancement")
     region: RegionConfig = Field(default_factory=RegionConfig, title="Detection region")
