@@ -86,6 +86,38 @@ class LineConfig(_Strict):
         return self
 
 
+class ClassPolicy(_Strict):
+    """What a vehicle on this lane may be, so a nano COCO model's guesses fit the gate.
+
+    At a border gate most vehicles are trucks, and COCO models call container trucks and semis
+    "bus" (and far box trucks "car"). A lane's policy turns the model's classes into the ones that
+    really use the lane before the class vote, so a semi scored half "bus", half "truck" is one
+    solid truck rather than a coin toss between two wrong answers.
+    """
+
+    relabel: dict[VehicleClass, VehicleClass] = Field(
+        default_factory=dict,
+        title="Relabel classes",
+        description="model class -> class counted on this lane, e.g. {bus: truck} on a freight lane where "
+        "buses are not allowed; applied to every detection's vote before the class is decided",
+    )
+    long_box_ratio: float | None = Field(
+        None,
+        gt=1.0,
+        le=10.0,
+        title="Long-box truck ratio",
+        description="a box at least this many times longer along the direction of travel (across the line) "
+        "than across it votes 'truck' whatever the model called it; depends on the camera's view, so "
+        "measure it on the lane's own footage; omit to trust the model",
+    )
+
+    def vote_class(self, model_class: VehicleClass, along: float, across: float) -> VehicleClass:
+        """The class a detection votes for on this lane: the long-box rule, then the relabel map."""
+        if self.long_box_ratio is not None and across > 0 and along / across >= self.long_box_ratio:
+            model_class = VehicleClass.TRUCK
+        return self.relabel.get(model_class, model_class)
+
+
 class LaneConfig(_Strict):
     id: Id = Field(title="Lane id", description="used in topics and InfluxDB tags")
     line: LineConfig
@@ -107,6 +139,71 @@ class LaneConfig(_Strict):
         gt=0,
         title="Stationary speed",
         description="a vehicle slower than this (share of frame diagonal per second) counts as stopped",
+    )
+    classes: ClassPolicy = Field(
+        default_factory=ClassPolicy,
+        title="Class policy",
+        description="which classes use this lane: relabel the model's classes (e.g. bus -> truck on a freight "
+        "lane), optionally call a long box a truck",
+    )
+
+
+class NightConfig(_Strict):
+    """Brighten dark scenes before inference (dusk, night, a cheap sensor at low light)."""
+
+    mode: Literal["auto", "on", "off"] = Field(
+        "auto",
+        title="Night enhancement",
+        description="auto: enhance while the picture's mean luminance is below dark_below; on: always; off: never",
+    )
+    dark_below: float = Field(
+        55.0,
+        ge=0,
+        le=255,
+        title="Dark threshold",
+        description="mean luminance (0-255) under which auto mode enhances; daylight road scenes measure 65-120",
+    )
+    target_luma: float | None = Field(
+        None,
+        gt=0,
+        lt=255,
+        title="Target luminance",
+        description="a gamma curve brings the mean luminance to this before CLAHE; omit for CLAHE alone "
+        "(measured: the gamma also lifts the sensor noise, and CLAHE alone finds more vehicles at dusk)",
+    )
+    clahe_clip: float = Field(
+        2.0,
+        ge=0,
+        le=40,
+        title="CLAHE clip limit",
+        description="local contrast on the luminance after the gamma; 0 for gamma only",
+    )
+
+
+class RegionConfig(_Strict):
+    """Where the detector looks: the lanes' region at the model's input size, or the whole frame."""
+
+    mode: Literal["lanes", "frame"] = Field(
+        "frame",
+        title="Detection region",
+        description="lanes: only the box holding every line band and queue zone plus the margin (small far "
+        "vehicles get more pixels, a wide band costs fewer pixels); frame: the whole frame. Default frame: on "
+        "the overhead shared clip the scaled-up region found fewer vehicles (docs/edge-pipeline.md)",
+    )
+    margin: float = Field(
+        0.2,
+        ge=0,
+        le=1,
+        title="Region margin",
+        description="added on each side of the lanes' box, as a share of the frame's width and height: room "
+        "for the tracker to pick a vehicle up before it reaches the band",
+    )
+    max_share: float = Field(
+        0.8,
+        gt=0,
+        le=1,
+        title="Largest useful region",
+        description="a region covering more of the frame than this is not worth cropping: the whole frame is used",
     )
 
 
@@ -139,10 +236,21 @@ class ModelConfig(_Strict):
         "chosen among vehicles only (top-down cars otherwise score as 'airplane' and are lost)",
     )
     tracker: str = Field(
-        "gate_bytetrack.yaml", title="Tracker config",
-        description="ultralytics tracker yaml: a file in edge/stages/trackers, an ultralytics name, or a path",
+        "gate_rf_bytetrack.yaml", title="Tracker config",
+        description="tracker settings yaml: a file in edge/stages/trackers (gate_rf_bytetrack.yaml: time-based, "
+        "torch-free; gate_bytetrack.yaml: ultralytics' frame-based ByteTrack), an ultralytics name, or a path",
     )
+    night: NightConfig = Field(default_factory=NightConfig, title="Night enhancement")
+    region: RegionConfig = Field(default_factory=RegionConfig, title="Detection region")
     vid_stride: int = Field(1, ge=1, le=10, title="Frame stride", description="process every n-th frame")
+    nested_share: float | None = Field(
+        0.7,
+        gt=0,
+        le=1,
+        title="Nested-box share",
+        description="a box with at least this share of its area inside a larger, more confident box is part of "
+        "that vehicle (its side, a trailer) and is dropped before tracking; omit to keep every box",
+    )
     max_box_share: float = Field(
         0.5,
         gt=0,

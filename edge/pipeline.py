@@ -66,6 +66,7 @@ class Pipeline:
             cfg.gate, cfg.unit, [lane.id for lane in cfg.lanes], cfg.counting.window_s, cfg.counting.class_settle_s
         )
         self.totals: dict[tuple[str, str, str], int] = {}  # (lane, class, direction) -> count
+        tracker.focus(cfg.lanes)
         self._stopped = False
 
     def stop(self) -> None:

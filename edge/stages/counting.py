@@ -9,7 +9,9 @@ a tracker id switch right at the line must not add a second count. So:
 - a new id that appears near the line right where another track vanished takes over that
   track's state (side, counted flag, class votes, queue entry), so an id switch neither adds
   a count nor loses one;
-- tracks unseen for `track_ttl_s` are pruned, so state stays bounded over days of running.
+- tracks unseen for `track_ttl_s` are pruned, so state stays bounded over days of running;
+- each detection votes for a class through the lane's class policy (e.g. bus -> truck on a
+  freight lane), and the crossing's class is the weighted majority of the track's votes.
 """
 
 from __future__ import annotations
@@ -162,8 +164,10 @@ class LaneCounter:
             s.vx, s.vy = a * vx + (1 - a) * s.vx, a * vy + (1 - a) * s.vy
         s.x, s.y, s.last_seen = x, y, t
         x1, y1, x2, y2 = (float(v) for v in dets.xyxy[k])
-        area = max(0.0, x2 - x1) * max(0.0, y2 - y1) / (self.line.diag**2)
-        s.vote(dets.vehicle_class[k], float(dets.confidence[k]) * area)
+        w, h = max(0.0, x2 - x1), max(0.0, y2 - y1)
+        along, across = self.line.travel_extents(w, h)
+        cls = self.lane.classes.vote_class(dets.vehicle_class[k], along, across)
+        s.vote(cls, float(dets.confidence[k]) * w * h / (self.line.diag**2))
         if self.zone is not None:
             s.in_zone = self.zone.contains(x, y)
             if s.in_zone and s.zone_enter is None and not s.counted:

@@ -133,3 +133,29 @@ def drop_implausible(dets: Detections, max_box_share: float) -> Detections:
         return dets
     area = (dets.xyxy[:, 2] - dets.xyxy[:, 0]) * (dets.xyxy[:, 3] - dets.xyxy[:, 1])
     return dets.select(area <= max_box_share * w * h)
+
+
+def drop_nested(boxes: Boxes, share: float) -> Boxes:
+    """Drop a box that lies mostly (`share` of its area) inside a larger, more confident box.
+
+    Class-agnostic NMS keeps such boxes because their IoU with the whole vehicle is small: a car's
+    side, a trailer, the front half of a truck. Tracked on their own they cross the line beside the
+    vehicle they belong to and count it twice. A vehicle behind another is rarely this much inside
+    the front one's box, and when it is, it is hidden there anyway.
+    """
+    n = len(boxes)
+    if n < 2:
+        return boxes
+    order = np.argsort(-boxes.confidence, kind="stable")
+    b = boxes.xyxy[order].astype(np.float64)
+    area = np.clip(b[:, 2] - b[:, 0], 0, None) * np.clip(b[:, 3] - b[:, 1], 0, None)
+    iw = np.clip(np.minimum(b[:, None, 2], b[None, :, 2]) - np.maximum(b[:, None, 0], b[None, :, 0]), 0, None)
+    ih = np.clip(np.minimum(b[:, None, 3], b[None, :, 3]) - np.maximum(b[:, None, 1], b[None, :, 1]), 0, None)
+    inside = iw * ih / np.maximum(area[:, None], 1e-9)  # [i, j]: share of box i inside box j
+    keep = np.ones(n, dtype=bool)
+    for i in range(1, n):  # j < i: more confident; only a kept box can swallow another
+        swallowed = (inside[i, :i] >= share) & (area[:i] > area[i]) & keep[:i]
+        keep[i] = not swallowed.any()
+    mask = np.zeros(n, dtype=bool)
+    mask[order[keep]] = True
+    return boxes.select(mask)

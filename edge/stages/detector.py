@@ -10,6 +10,7 @@ stage (`edge.stages.tracking.DetectAndTrack`); `build_tracker` wires both from t
 from __future__ import annotations
 
 import platform
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Protocol
 
@@ -17,7 +18,7 @@ import numpy as np
 import numpy.typing as npt
 
 from edge import EdgeError
-from edge.config import ModelConfig
+from edge.config import LaneConfig, ModelConfig
 from edge.stages.detections import Boxes, Detections
 
 Frame = npt.NDArray[np.uint8]
@@ -45,6 +46,10 @@ class Tracker(Protocol):
     def update(self, frame: Frame, t: float) -> Detections: ...
 
     def reset(self) -> None: ...
+
+    def focus(self, lanes: Sequence[LaneConfig]) -> None:
+        """The lanes the pipeline counts on: a tracker may detect only in the region that holds them."""
+        ...
 
     @property
     def last_inference_ms(self) -> float:
@@ -111,6 +116,16 @@ def open_detector(cfg: ModelConfig) -> Detector:
 
 def build_tracker(cfg: ModelConfig) -> Tracker:
     """The real detector and tracker stage for a unit config, composed into the pipeline's `Tracker`."""
+    from edge.stages.enhance import NightEnhancer
+    from edge.stages.region import LaneRegion
     from edge.stages.tracking import DetectAndTrack, open_box_tracker
 
-    return DetectAndTrack(open_detector(cfg), open_box_tracker(cfg.tracker), cfg.max_box_share)
+    night = NightEnhancer(cfg.night) if cfg.night.mode != "off" else None
+    return DetectAndTrack(
+        open_detector(cfg),
+        open_box_tracker(cfg.tracker),
+        cfg.max_box_share,
+        LaneRegion(cfg.region),
+        night,
+        cfg.nested_share,
+    )

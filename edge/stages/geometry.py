@@ -54,6 +54,13 @@ class LineGeometry:
         """Position of the point's projection along the segment: 0 at a, 1 at b."""
         return (self.ux * (x - self.ax) + self.uy * (y - self.ay)) / self.length
 
+    def travel_extents(self, width: float, height: float) -> tuple[float, float]:
+        """An upright box's extent along the direction of travel (the line's normal) and across it:
+        for a line across a road, a truck's box is long along travel whatever its size in pixels."""
+        along = abs(self.uy) * width + abs(self.ux) * height
+        across = abs(self.ux) * width + abs(self.uy) * height
+        return along, across
+
     def side(self, x: float, y: float) -> int:
         """+1 / -1 beyond the tolerance band, 0 inside it."""
         d = self.signed_distance(x, y)

@@ -10,15 +10,18 @@ only when chosen, so a torch-free unit never loads ultralytics through its track
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, Protocol
 
 import yaml
 
 from edge import EdgeError
-from edge.stages.detections import Boxes, Detections, clip_to_frame, drop_implausible
+from edge.config import LaneConfig
+from edge.stages.detections import Boxes, Detections, clip_to_frame, drop_implausible, drop_nested
 from edge.stages.detector import Detector, Frame
+from edge.stages.enhance import NightEnhancer
+from edge.stages.region import LaneRegion, crop, to_frame
 
 TRACKERS_DIR = Path(__file__).resolve().parent / "trackers"
 
@@ -40,14 +43,35 @@ class BoxTracker(Protocol):
 
 
 class DetectAndTrack:
-    """A `Tracker` made of a `Detector` and a `BoxTracker`, timing each for benchmarks and health."""
+    """A `Tracker` made of a `Detector` and a `BoxTracker`, timing each for benchmarks and health.
 
-    def __init__(self, detector: Detector, tracker: BoxTracker, max_box_share: float) -> None:
+    Before the detector: the lanes' region is cut out of the frame (`region`) and, when the scene is
+    dark, brightened (`night`); the boxes come back in whole-frame pixels, so the tracker, counting
+    and the annotated video never see the crop. Boxes nested in a larger one (`nested_share`) are
+    dropped before the tracker sees them.
+    """
+
+    def __init__(
+        self,
+        detector: Detector,
+        tracker: BoxTracker,
+        max_box_share: float,
+        region: LaneRegion | None = None,
+        night: NightEnhancer | None = None,
+        nested_share: float | None = None,
+    ) -> None:
         self.detector = detector
         self.tracker = tracker
         self.max_box_share = max_box_share
+        self.region = region
+        self.night = night
+        self.nested_share = nested_share
         self._inference_ms = 0.0
         self._tracking_ms = 0.0
+
+    def focus(self, lanes: Sequence[LaneConfig]) -> None:
+        if self.region is not None:
+            self.region.focus(lanes)
 
     @property
     def last_inference_ms(self) -> float:
@@ -63,7 +87,14 @@ class DetectAndTrack:
 
     def update(self, frame: Frame, t: float) -> Detections:
         t0 = time.perf_counter()
-        boxes = self.detector.detect(frame)
+        h, w = frame.shape[:2]
+        window = self.region.window(w, h) if self.region is not None else None
+        view = crop(frame, window)
+        if self.night is not None:
+            view = self.night(view)
+        boxes = to_frame(self.detector.detect(view), window, (w, h))
+        if self.nested_share is not None:
+            boxes = drop_nested(boxes, self.nested_share)
         t1 = time.perf_counter()
         # boxes covering most of the frame are dropped after tracking, not before: the tracker
         # still matches them, so a vehicle that briefly fills the view keeps its id

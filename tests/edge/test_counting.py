@@ -6,8 +6,9 @@ from collections.abc import Sequence
 
 import numpy as np
 import pytest
+from pydantic import ValidationError
 
-from edge.config import CountingConfig, LaneConfig, LineConfig
+from edge.config import ClassPolicy, CountingConfig, LaneConfig, LineConfig
 from edge.stages.counting import LaneCounter
 from tests.edge.tracks import SIZE, Obs, frame, merge, path
 from wire.payloads import VehicleClass
@@ -178,3 +179,52 @@ def test_state_stays_bounded_over_a_simulated_day() -> None:
 )
 def test_track_first_seen_on_the_line(ys: list[float], expected: list[tuple[str, str]]) -> None:
     assert run(path(1, ys)) == expected
+
+
+def _classes_of(
+    frames: Sequence[Sequence[Obs]], policy: ClassPolicy, box: tuple[float, float] | None = None
+) -> list[str]:
+    cfg = lane(band=0.03).model_copy(update={"classes": policy})
+    counter = LaneCounter(cfg, CountingConfig(), *SIZE)
+    got = []
+    for i, obs in enumerate(frames):
+        got += counter.update(frame(obs, box=box), i / FPS)
+    got += counter.flush()
+    return [c.vehicle_class.value for c in got]
+
+
+# a semi scored 'bus' in 6 frames of 10 and 'truck' in the rest
+SEMI = [[(1, 500, y, VehicleClass.BUS if i % 5 < 3 else VehicleClass.TRUCK)] for i, y in enumerate(ramp(300, 700))]
+
+
+@pytest.mark.parametrize(
+    "policy, expected",
+    [
+        (ClassPolicy(), ["bus"]),  # no policy: the model's majority
+        (ClassPolicy(relabel={VehicleClass.BUS: VehicleClass.TRUCK}), ["truck"]),  # freight lane: no buses
+    ],
+    ids=["model's majority", "bus relabelled truck"],
+)
+def test_class_policy_relabels_before_the_vote(policy: ClassPolicy, expected: list[str]) -> None:
+    assert _classes_of(SEMI, policy) == expected
+
+
+@pytest.mark.parametrize(
+    "box, ratio, expected",
+    [
+        ((80, 60), 1.8, ["car"]),  # a car-sized box: 60 px along travel, 80 across
+        ((80, 200), 1.8, ["truck"]),  # 2.5 times longer along travel than across: a truck
+        ((80, 200), None, ["car"]),  # the rule is off unless configured
+    ],
+    ids=["short box", "long box", "rule off"],
+)
+def test_long_box_votes_truck(box: tuple[float, float], ratio: float | None, expected: list[str]) -> None:
+    frames = path(1, ramp(300, 700), cls=VehicleClass.CAR)
+    assert _classes_of(frames, ClassPolicy(long_box_ratio=ratio), box) == expected
+
+
+def test_class_policy_rejects_a_typo() -> None:
+    with pytest.raises(ValidationError):
+        ClassPolicy.model_validate({"relabel": {"bus": "lorry"}})
+    with pytest.raises(ValidationError):
+        ClassPolicy.model_validate({"long_box": 2.0})

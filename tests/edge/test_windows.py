@@ -64,6 +64,9 @@ class ScriptedTracker:
     def reset(self) -> None:
         self.i = 0
 
+    def focus(self, lanes: object) -> None:
+        pass
+
 
 def config(window_s: float = 10.0) -> UnitConfig:
     return UnitConfig(

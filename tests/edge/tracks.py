@@ -14,12 +14,14 @@ BOX_W, BOX_H = 80, 60
 Obs = tuple[int, float, float] | tuple[int, float, float, VehicleClass]
 
 
-def frame(observations: Iterable[Obs], conf: float = 0.9) -> Detections:
+def frame(observations: Iterable[Obs], conf: float = 0.9, box: tuple[float, float] | None = None) -> Detections:
+    """One frame of tracked boxes; `box` is (width, height), default BOX_W x BOX_H."""
+    bw, bh = box or (BOX_W, BOX_H)
     boxes, ids, classes = [], [], []
     for o in observations:
         tid, x, y = o[0], o[1], o[2]
         cls = o[3] if len(o) > 3 else VehicleClass.CAR
-        boxes.append((x - BOX_W / 2, y - BOX_H, x + BOX_W / 2, y))
+        boxes.append((x - bw / 2, y - bh, x + bw / 2, y))
         ids.append(tid)
         classes.append(cls)
     return Detections.from_lists(boxes, ids, classes, [conf] * len(ids), SIZE)
