@@ -69,6 +69,9 @@ class LaneTraffic:
                 obs.append((1_000_000 * (lane + 1) + n, x, PATH[step]))
         return frame(obs)
 
+    def focus(self, lanes: object) -> None:
+        pass
+
     def reset(self) -> None:
         self.k = 0
 
