@@ -144,7 +144,7 @@ def bench_cmd(
             run_peer_bench(clip, console)
             return
         from edge.devtools.bench import run_bench
-        from edge.devtools.export import default_export_dir
+        from edge.stages.export import default_export_dir
 
         run_bench(
             clip,

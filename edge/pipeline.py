@@ -157,7 +157,7 @@ def replay_start(cfg: UnitConfig, now: float | None = None) -> float:
 def make_tracker(model: ModelConfig) -> Tracker:
     """The one place that picks the real detector and tracker for a model config: the live unit,
     replay, eval and the benchmark all take what a user with these settings would get."""
-    from edge.stages.detector import build_tracker
+    from edge.stages.runtimes import build_tracker
 
     return build_tracker(model)
 

@@ -82,7 +82,7 @@ weights_sha="$(manifest_field sha256_official)"
 [[ "$weights_sha" =~ ^[0-9a-f]{64}$ ]] || die "no sha256_official for $model_name in $manifest"
 if [ -z "$weights_name" ] || [ -z "$weights_url" ]; then die "no file/source for $model_name in $manifest"; fi
 weights="$models/$weights_name"
-# edge/devtools/export.py keys its output by the weights' sha256 and the export settings and writes
+# edge/stages/export.py keys its output by the weights' sha256 and the export settings and writes
 # <output>.manifest.json (with that sha256) last; unit.yaml names the link to it
 ncnn_link="$models/${weights_name%.*}-vehicles-${imgsz}_ncnn_model"
 
@@ -200,9 +200,9 @@ fi
 # -- 8. NCNN export, once -------------------------------------------------------------------------
 export_ncnn() {
   local out
-  # edge.devtools.export prints the exported path last (ultralytics may log to stdout before it)
+  # edge.stages.export prints the exported path last (ultralytics may log to stdout before it)
   out="$(YOLO_CONFIG_DIR="$state/ultralytics" \
-    "$venv/bin/python" -m edge.devtools.export "$weights" ncnn "$imgsz" --out-dir "$models" | tail -n 1)"
+    "$venv/bin/python" -m edge.stages.export "$weights" ncnn "$imgsz" --out-dir "$models" | tail -n 1)"
   grep -q "$weights_sha" "$out.manifest.json" 2>/dev/null || die "export wrote no complete NCNN model ($out)"
   ln -sfn "$(basename "$out")" "$ncnn_link"
 }

@@ -49,8 +49,9 @@ class BenchRow:
 
 def _run_one(fmt: str, imgsz: int, stride: int, clips: list[str], export_dir: str, queue: mp.Queue) -> None:  # type: ignore[type-arg]
     from edge.devtools.evaluation import evaluate
-    from edge.devtools.export import cached_export
-    from edge.stages.detector import Tracker, build_tracker
+    from edge.stages.detector import Tracker
+    from edge.stages.export import cached_export
+    from edge.stages.runtimes import build_tracker
 
     try:
         if fmt == "tflite":

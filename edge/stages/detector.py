@@ -4,12 +4,12 @@
 This module knows no model runtime: each detector lives in a module of its own
 (`edge.stages.detector_ultralytics` is the only one that imports ultralytics), so a unit that runs a
 torch-free detector never imports torch. A `Tracker` is usually a `Detector` composed with a tracker
-stage (`edge.stages.tracking.DetectAndTrack`); `build_tracker` wires both from the unit config.
+stage (`edge.stages.tracking.DetectAndTrack`); `edge.stages.runtimes.build_tracker` wires both from
+the unit config.
 """
 
 from __future__ import annotations
 
-import platform
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Protocol
@@ -18,7 +18,7 @@ import numpy as np
 import numpy.typing as npt
 
 from edge import EdgeError
-from edge.config import LaneConfig, ModelConfig
+from edge.config import LaneConfig
 from edge.stages.detections import Boxes, Detections
 
 Frame = npt.NDArray[np.uint8]
@@ -72,60 +72,3 @@ def check_model_path(path: Path) -> Path:
     elif path.suffix not in MODEL_SUFFIXES:
         raise ModelError(f"unsupported model format {path.suffix!r}: {path}")
     return path
-
-
-def runtime_for(cfg: ModelConfig) -> str:
-    """Which runtime runs the configured model: 'onnx', 'ncnn' (torch-free) or 'ultralytics'.
-
-    An export runs in its own format; `.pt` weights in `model.format`, where `auto` is ONNX Runtime on
-    x86 and NCNN on Arm (the fastest on the Pi's cores, see docs/edge-pipeline.md).
-    """
-    path = cfg.path
-    if path.suffix == ".onnx":
-        return "onnx"
-    if path.is_dir() and (path / "model.ncnn.param").is_file():
-        return "ncnn"
-    if path.suffix != ".pt" or cfg.format == "pt":
-        return "ultralytics"
-    if cfg.format == "auto":
-        return "ncnn" if platform.machine().lower() in ("aarch64", "arm64") else "onnx"
-    return cfg.format
-
-
-def open_detector(cfg: ModelConfig) -> Detector:
-    """The detector for the configured model. Imported lazily: only the chosen runtime is loaded, so
-    on the ONNX and NCNN paths torch never is (a `.pt` is exported first, in a process of its own)."""
-    runtime = runtime_for(cfg)
-    if runtime == "ultralytics":
-        from edge.stages.detector_ultralytics import UltralyticsDetector
-
-        return UltralyticsDetector(cfg)
-    path = check_model_path(cfg.path)
-    if path.suffix == ".pt":
-        from edge.devtools.export import cached_export
-
-        cfg = cfg.model_copy(update={"path": cached_export(path, runtime, cfg.imgsz)})
-    if runtime == "onnx":
-        from edge.stages.detector_onnx import OnnxDetector
-
-        return OnnxDetector(cfg)
-    from edge.stages.detector_ncnn import NcnnDetector
-
-    return NcnnDetector(cfg)
-
-
-def build_tracker(cfg: ModelConfig) -> Tracker:
-    """The real detector and tracker stage for a unit config, composed into the pipeline's `Tracker`."""
-    from edge.stages.enhance import NightEnhancer
-    from edge.stages.region import LaneRegion
-    from edge.stages.tracking import DetectAndTrack, open_box_tracker
-
-    night = NightEnhancer(cfg.night) if cfg.night.mode != "off" else None
-    return DetectAndTrack(
-        open_detector(cfg),
-        open_box_tracker(cfg.tracker),
-        cfg.max_box_share,
-        LaneRegion(cfg.region),
-        night,
-        cfg.nested_share,
-    )

@@ -1,6 +1,6 @@
 """YOLOv8 through NCNN (Tencent's inference library, fastest on the Pi's Arm cores): no torch.
 
-The model is the vehicle-only NCNN export (edge/devtools/export.py): a folder with model.ncnn.param,
+The model is the vehicle-only NCNN export (edge/stages/export.py): a folder with model.ncnn.param,
 model.ncnn.bin and ultralytics' metadata.yaml (class names, input size). NCNN exports have a fixed
 input shape (anchors are baked in), so frames are letterboxed to exactly that shape.
 """

@@ -1,6 +1,6 @@
 """YOLOv8 through ONNX Runtime: no torch, about a third of the memory of the ultralytics path.
 
-The model is the vehicle-only export (edge/devtools/export.py). Exported with dynamic axes it takes
+The model is the vehicle-only export (edge/stages/export.py). Exported with dynamic axes it takes
 the same minimal-padding input ultralytics gives a `.pt` (e.g. 288x480 for a 16:9 frame at imgsz 480),
 so it sees what the `.pt` sees at less cost than a square; a fixed-shape export gets its own shape.
 """

@@ -2,7 +2,7 @@
 with a `Detector` into the pipeline's `Tracker`.
 
 Trackers are chosen by a settings file (`model.tracker`): a YAML in edge/stages/trackers (or a path)
-whose `tracker_type` picks the implementation from `BOX_TRACKERS`. A bare name that is not ours
+whose `tracker_type` picks the implementation (`edge.stages.runtimes.BOX_TRACKERS`). A bare name that is not ours
 (`bytetrack.yaml`, `botsort.yaml`) is one of ultralytics' own configs. Implementations are imported
 only when chosen, so a torch-free unit never loads ultralytics through its tracker.
 """
@@ -10,7 +10,7 @@ only when chosen, so a torch-free unit never loads ultralytics through its track
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -105,26 +105,6 @@ class DetectAndTrack:
         return dets
 
 
-def _ultralytics(settings: dict[str, Any]) -> BoxTracker:
-    from edge.stages.detector_ultralytics import UltralyticsBoxTracker
-
-    return UltralyticsBoxTracker(settings)
-
-
-def _roboflow(settings: dict[str, Any]) -> BoxTracker:
-    from edge.stages.tracker_roboflow import RoboflowByteTrack
-
-    return RoboflowByteTrack(settings)
-
-
-#: tracker_type -> factory taking the settings file's contents.
-BOX_TRACKERS: dict[str, Callable[[dict[str, Any]], BoxTracker]] = {
-    "bytetrack": _ultralytics,  # ultralytics' BYTETracker (needs torch: ultralytics imports it)
-    "botsort": _ultralytics,
-    "rf_bytetrack": _roboflow,  # roboflow trackers' ByteTrack: torch-free, time-based
-}
-
-
 def resolve_tracker(name: str) -> Path | None:
     """Our tuned tracker settings ship in edge/stages/trackers; a path is taken as given. None: not
     a file of ours, so one of ultralytics' bundled configs."""
@@ -142,19 +122,3 @@ def read_tracker_settings(path: Path) -> dict[str, Any]:
     if not isinstance(settings, dict) or not isinstance(settings.get("tracker_type"), str):
         raise TrackerError(f"tracker settings {path} must be a mapping with a tracker_type")
     return settings
-
-
-def open_box_tracker(name: str) -> BoxTracker:
-    """The tracker stage named by `model.tracker`."""
-    path = resolve_tracker(name)
-    if path is None:
-        from edge.stages.detector_ultralytics import UltralyticsBoxTracker
-
-        return UltralyticsBoxTracker.bundled(name)
-    settings = read_tracker_settings(path)
-    factory = BOX_TRACKERS.get(settings["tracker_type"])
-    if factory is None:
-        raise TrackerError(
-            f"unknown tracker_type {settings['tracker_type']!r} in {path}; choose from {sorted(BOX_TRACKERS)}"
-        )
-    return factory(settings)

@@ -10,7 +10,7 @@ import pytest
 from edge.config import CountingConfig, LaneConfig, LineConfig
 from edge.stages.counting import LaneCounter
 from edge.stages.detections import Boxes, drop_nested
-from edge.stages.tracking import open_box_tracker
+from edge.stages.runtimes import open_box_tracker
 from wire.payloads import VehicleClass
 
 W, H = 1000, 1000

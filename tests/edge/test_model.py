@@ -113,7 +113,7 @@ def test_replay_end_to_end(tmp_path: Path) -> None:
 def test_exports_count_the_same(fmt: str, tmp_path: Path) -> None:
     """The vehicle-only model exported to ONNX and NCNN (what a Pi runs) loads from a real path
     and counts the clip like the .pt model."""
-    from edge.devtools.export import export_model
+    from edge.stages.export import export_model
 
     exported = export_model(shared_data.model(), fmt, 480, tmp_path)
     assert exported.exists() and exported.name.startswith("yolov8n-")

@@ -16,9 +16,9 @@ import pytest
 
 from edge.config import ModelConfig
 from edge.devtools.evaluation import evaluate
-from edge.devtools.export import ExportError, cached_export, entry_is_complete
 from edge.devtools.truth import EvalResult, read_ground_truth
 from edge.pipeline import make_tracker
+from edge.stages.export import ExportError, cached_export, entry_is_complete
 from edge.stages.yolo import Letterbox, decode, input_shape, letterbox
 from tests import shared_data
 from wire.payloads import VehicleClass
@@ -158,17 +158,17 @@ def test_a_unit_on_the_torch_free_path_never_imports_torch(fmt: str, export_dir:
 
 
 def test_each_model_runs_in_the_runtime_its_format_asks_for(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from edge.stages import detector
+    from edge.stages import runtimes
 
     pt, onnx, tflite, ncnn = tmp_path / "m.pt", tmp_path / "m.onnx", tmp_path / "m.tflite", tmp_path / "m_ncnn_model"
     ncnn.mkdir()
     (ncnn / "model.ncnn.param").write_text("")
     monkeypatch.setattr("platform.machine", lambda: "x86_64")
-    assert detector.runtime_for(ModelConfig(path=pt)) == "onnx"  # auto on x86
-    assert detector.runtime_for(ModelConfig(path=pt, format="pt")) == "ultralytics"
-    assert detector.runtime_for(ModelConfig(path=pt, format="ncnn")) == "ncnn"
-    assert detector.runtime_for(ModelConfig(path=onnx, format="ncnn")) == "onnx"  # an export runs as what it is
-    assert detector.runtime_for(ModelConfig(path=ncnn)) == "ncnn"
-    assert detector.runtime_for(ModelConfig(path=tflite)) == "ultralytics"
+    assert runtimes.runtime_for(ModelConfig(path=pt)) == "onnx"  # auto on x86
+    assert runtimes.runtime_for(ModelConfig(path=pt, format="pt")) == "ultralytics"
+    assert runtimes.runtime_for(ModelConfig(path=pt, format="ncnn")) == "ncnn"
+    assert runtimes.runtime_for(ModelConfig(path=onnx, format="ncnn")) == "onnx"  # an export runs as what it is
+    assert runtimes.runtime_for(ModelConfig(path=ncnn)) == "ncnn"
+    assert runtimes.runtime_for(ModelConfig(path=tflite)) == "ultralytics"
     monkeypatch.setattr("platform.machine", lambda: "aarch64")
-    assert detector.runtime_for(ModelConfig(path=pt)) == "ncnn"  # auto on a Pi
+    assert runtimes.runtime_for(ModelConfig(path=pt)) == "ncnn"  # auto on a Pi

@@ -10,7 +10,8 @@ import pytest
 
 from edge.stages.detections import VEHICLE_CLASSES, Boxes, Detections
 from edge.stages.detector import Frame
-from edge.stages.tracking import DetectAndTrack, TrackerError, open_box_tracker
+from edge.stages.runtimes import open_box_tracker
+from edge.stages.tracking import DetectAndTrack, TrackerError
 from wire.payloads import VehicleClass
 
 SIZE = (640, 480)

@@ -2,7 +2,7 @@
 cached so it happens once per model and setting.
 
 Two halves. `export_model` does the export and needs torch (ultralytics); it runs in its own process
-(`python -m edge.devtools.export`). `cached_export` is what a counting process calls: it only looks
+(`python -m edge.stages.export`). `cached_export` is what a counting process calls: it only looks
 up the cache and, on a miss, runs that process, so the counting process never imports torch.
 
 The cache key is the weights' sha256 plus every export setting (format, input size, dynamic axes,
@@ -181,7 +181,7 @@ def cached_export(weights: Path, fmt: str, imgsz: int, out_dir: Path | None = No
         flush=True,
     )
     t0 = time.monotonic()
-    cmd = [sys.executable, "-m", "edge.devtools.export", str(weights), fmt, str(imgsz), "--out-dir", str(out_dir)]
+    cmd = [sys.executable, "-m", "edge.stages.export", str(weights), fmt, str(imgsz), "--out-dir", str(out_dir)]
     proc = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, "YOLO_OFFLINE": "1"})
     if proc.returncode != 0:
         lines = (proc.stderr or proc.stdout).strip().splitlines()
@@ -195,7 +195,7 @@ def cached_export(weights: Path, fmt: str, imgsz: int, out_dir: Path | None = No
 def main() -> None:
     import argparse
 
-    parser = argparse.ArgumentParser(prog="python -m edge.devtools.export", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python -m edge.stages.export", description=__doc__.splitlines()[0])
     parser.add_argument("weights", type=Path)
     parser.add_argument("format", choices=sorted(set(FORMATS) - {"pt"}))
     parser.add_argument("imgsz", type=int)
