@@ -207,6 +207,34 @@ class RegionConfig(_Strict):
     )
 
 
+class MotionGateConfig(_Strict):
+    """Skip inference while nothing moves where the lanes are (edge/stages/motion.py)."""
+
+    enabled: bool = Field(
+        True,
+        title="Motion gating",
+        description="skip the detector while the lanes' area is unchanged since the last frame it saw; the "
+        "tracker keeps that frame's boxes, so a standing queue stays a queue",
+    )
+    pixel_change: int = Field(
+        18, ge=1, le=255, title="Pixel change", description="grey levels (0-255) a pixel must change by to count",
+    )
+    changed_share: float = Field(
+        0.002,
+        ge=0,
+        le=1,
+        title="Changed share",
+        description="share of the lanes' area (downscaled) that must change to run the detector again",
+    )
+    max_skip_s: float = Field(
+        2.0, gt=0, le=60, title="Longest skip", description="the detector runs at least this often regardless",
+    )
+    margin: float = Field(
+        0.2, ge=0, le=1, title="Watched margin",
+        description="the watched area is the lanes' box plus this share of the frame on each side",
+    )
+
+
 ModelFormat = Literal["auto", "pt", "onnx", "ncnn"]
 
 
@@ -263,6 +291,7 @@ class ModelConfig(_Strict):
         title="Class map",
         description="model class name -> gate class; unmapped classes are dropped",
     )
+    motion_gate: MotionGateConfig = Field(default_factory=MotionGateConfig, title="Motion gating")
 
     @field_validator("path")
     @classmethod

@@ -60,6 +60,7 @@ def open_detector(cfg: ModelConfig) -> Detector:
 def build_tracker(cfg: ModelConfig) -> Tracker:
     """The real detector and tracker stage for a unit config, composed into the pipeline's `Tracker`."""
     from edge.stages.enhance import NightEnhancer
+    from edge.stages.motion import MotionGate
     from edge.stages.region import LaneRegion
     from edge.stages.tracking import DetectAndTrack
 
@@ -71,6 +72,7 @@ def build_tracker(cfg: ModelConfig) -> Tracker:
         LaneRegion(cfg.region),
         night,
         cfg.nested_share,
+        gate=MotionGate(cfg.motion_gate) if cfg.motion_gate.enabled else None,
     )
 
 

@@ -21,6 +21,7 @@ from edge.config import LaneConfig
 from edge.stages.detections import Boxes, Detections, clip_to_frame, drop_implausible, drop_nested
 from edge.stages.detector import Detector, Frame
 from edge.stages.enhance import NightEnhancer
+from edge.stages.motion import MotionGate
 from edge.stages.region import LaneRegion, crop, to_frame
 
 TRACKERS_DIR = Path(__file__).resolve().parent / "trackers"
@@ -59,8 +60,12 @@ class DetectAndTrack:
         region: LaneRegion | None = None,
         night: NightEnhancer | None = None,
         nested_share: float | None = None,
+        *,
+        gate: MotionGate | None = None,
     ) -> None:
         self.detector = detector
+        self.gate = gate
+        self._last_boxes: Boxes | None = None
         self.tracker = tracker
         self.max_box_share = max_box_share
         self.region = region
@@ -72,6 +77,8 @@ class DetectAndTrack:
     def focus(self, lanes: Sequence[LaneConfig]) -> None:
         if self.region is not None:
             self.region.focus(lanes)
+        if self.gate is not None:
+            self.gate.focus(lanes)
 
     @property
     def last_inference_ms(self) -> float:
@@ -84,17 +91,17 @@ class DetectAndTrack:
     def reset(self) -> None:
         """Forget tracker state between clips, so ids from one clip never leak into the next."""
         self.tracker.reset()
+        self._last_boxes = None
+        if self.gate is not None:
+            self.gate.reset()
 
     def update(self, frame: Frame, t: float) -> Detections:
         t0 = time.perf_counter()
-        h, w = frame.shape[:2]
-        window = self.region.window(w, h) if self.region is not None else None
-        view = crop(frame, window)
-        if self.night is not None:
-            view = self.night(view)
-        boxes = to_frame(self.detector.detect(view), window, (w, h))
-        if self.nested_share is not None:
-            boxes = drop_nested(boxes, self.nested_share)
+        look = self.gate.needs_inference(frame, t) if self.gate is not None else True
+        if look or self._last_boxes is None:
+            boxes = self._last_boxes = self._detect(frame)
+        else:
+            boxes = self._last_boxes  # nothing moved: the last inferred frame's boxes still stand
         t1 = time.perf_counter()
         # boxes covering most of the frame are dropped after tracking, not before: the tracker
         # still matches them, so a vehicle that briefly fills the view keeps its id
@@ -103,6 +110,18 @@ class DetectAndTrack:
         self._inference_ms = (t1 - t0) * 1000
         self._tracking_ms = (t2 - t1) * 1000
         return dets
+
+
+    def _detect(self, frame: Frame) -> Boxes:
+        h, w = frame.shape[:2]
+        window = self.region.window(w, h) if self.region is not None else None
+        view = crop(frame, window)
+        if self.night is not None:
+            view = self.night(view)
+        boxes = to_frame(self.detector.detect(view), window, (w, h))
+        if self.nested_share is not None:
+            boxes = drop_nested(boxes, self.nested_share)
+        return boxes
 
 
 def resolve_tracker(name: str) -> Path | None:
