@@ -162,7 +162,7 @@ class Server:
             self._reject(item, "internal", f"{type(exc).__name__}: {exc}")
             return
         try:
-            self._batch.lines.extend(schema.lines(schema.points_for(message)))
+            self._batch.lines.extend(schema.lines_for(message))
             self._on_events(self.alerts.on_message(message))
         except Exception as exc:  # a bug must cost one message, not the stream
             log.exception("internal error on a message from %s", item.topic)

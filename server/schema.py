@@ -6,13 +6,18 @@ at-least-once transport plus this rule gives exactly-once data. Tags only ever c
 small fixed set (gate, unit, lane, class, direction, rule); track ids and text are fields.
 
 Line protocol comes from influxdb-client's `Point`, which owns escaping; both sinks write its
-output, and the spool stores it verbatim.
+output, and the spool stores it verbatim. Window records are the hot path (thousands a second):
+their series keys (measurement and escaped, sorted tags) are rendered by `Point` once per series
+and cached, and only their numeric fields and timestamp are formatted per record, exactly as
+`Point` formats them (tests/server/test_schema.py proves the lines identical).
 """
 
 from __future__ import annotations
 
+import functools
+import math
 from collections.abc import Iterable
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 
 from influxdb_client.client.write.point import Point
 from influxdb_client.domain.write_precision import WritePrecision
@@ -36,6 +41,10 @@ ALERTS = "alerts"
 SERVER_HEALTH = "server_health"
 
 FieldValue = int | float | bool | str
+Numeric = int | float | bool
+
+_EPOCH = datetime.fromtimestamp(0, UTC)
+_MICROSECOND = timedelta(microseconds=1)
 
 
 def _point(measurement: str, at: datetime, tags: dict[str, str], fields: dict[str, FieldValue | None]) -> Point:
@@ -58,49 +67,89 @@ def lines(points: Iterable[Point]) -> list[str]:
     return out
 
 
-def points_for(message: UnitMessage) -> list[Point]:
-    """The points of any validated unit message."""
+@functools.lru_cache(maxsize=65_536)
+def series_key(measurement: str, tags: tuple[tuple[str, str], ...]) -> str:
+    """`measurement,tag=value,...` as `Point` renders it (escaped, tags sorted), once per series.
+
+    The cache is bounded; a gate has few series (units x lanes x classes x directions), so in
+    practice every window record hits it."""
+    p = Point(measurement)  # type: ignore[no-untyped-call]
+    for k, v in tags:
+        p.tag(k, v)  # type: ignore[no-untyped-call]
+    p.field("_", 0)  # type: ignore[no-untyped-call]
+    line: str = p.to_line_protocol()  # type: ignore[no-untyped-call]
+    return line[: line.rindex(" _=0i")]
+
+
+def epoch_ns(at: datetime) -> int:
+    """Nanoseconds since the epoch, computed in integers as `Point` does (no float rounding)."""
+    return ((at - _EPOCH) // _MICROSECOND) * 1000
+
+
+def _numeric(value: Numeric) -> str | None:
+    """A field value as `Point` writes it: `3i`, `true`, `1.5` (a whole float loses its `.0`)."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int):
+        return f"{value}i"
+    if not math.isfinite(value):
+        return None
+    s = str(value)
+    return s[:-2] if s.endswith(".0") else s
+
+
+def numeric_line(series: str, fields: dict[str, Numeric | None], ns: int) -> str:
+    """One line of a cached series with numeric fields only (names are plain identifiers)."""
+    parts = []
+    for name in sorted(fields):
+        value = fields[name]
+        if value is not None and (text := _numeric(value)) is not None:
+            parts.append(f"{name}={text}")
+    return f"{series} {','.join(parts)} {ns}"
+
+
+def lines_for(message: UnitMessage) -> list[str]:
+    """The lines of any validated unit message."""
     if isinstance(message, CountsMessage):
-        return counts_points(message)
+        return counts_lines(message)
     if isinstance(message, EventMessage):
-        return event_points(message)
+        return lines(event_points(message))
     if isinstance(message, HealthMessage):
-        return health_points(message)
-    return status_points(message)
+        return lines(health_points(message))
+    return lines(status_points(message))
 
 
-def counts_points(m: CountsMessage) -> list[Point]:
-    """One `lane_counts` point per (class, direction), plus the lane's `lane_queue` point.
+def counts_lines(m: CountsMessage) -> list[str]:
+    """One `lane_counts` line per (class, direction), plus the lane's `lane_queue` line.
 
     Classes and directions with no crossings are not written, so Grafana's sum() is unaffected
     and the tag set stays as small as the traffic.
     """
-    ids = {"gate": m.gate, "unit": m.unit, "lane": m.lane}
+    ns = epoch_ns(m.window_start)
+    ids = (("gate", m.gate), ("lane", m.lane), ("unit", m.unit))
     out = [
-        _point(LANE_COUNTS, m.window_start, {**ids, "class": cls.value, "direction": direction}, {"count": int(n)})
+        f"{series_key(LANE_COUNTS, (('class', cls.value), ('direction', direction), *ids))} count={int(n)}i {ns}"
         for cls, dirs in m.counts.items()
         for direction, n in dirs.items()
     ]
     q = m.queue
-    out.append(
-        _point(LANE_QUEUE, m.window_start, ids, {
-            "window_s": float(m.window_s),
-            "total": int(m.total()),
-            "length_max": int(q.length_max),
-            "length_mean": float(q.length_mean),
-            "stationary_max": int(q.stationary_max),
-            "waits_n": int(q.waits_n),
-            "wait_p50_s": _f(q.wait_p50_s),
-            "wait_p90_s": _f(q.wait_p90_s),
-            "wait_max_s": _f(q.wait_max_s),
-            "clearance_per_min": _f(q.clearance_per_min),
-            "expected_wait_s": _f(q.expected_wait_s),
-            "frames": int(m.frames),
-            "camera_up": float(m.camera_up),
-            "loop_count": None if m.loop_count is None else int(m.loop_count),
-            "seq": int(m.seq),
-        })
-    )
+    out.append(numeric_line(series_key(LANE_QUEUE, ids), {
+        "window_s": float(m.window_s),
+        "total": int(m.total()),
+        "length_max": int(q.length_max),
+        "length_mean": float(q.length_mean),
+        "stationary_max": int(q.stationary_max),
+        "waits_n": int(q.waits_n),
+        "wait_p50_s": _f(q.wait_p50_s),
+        "wait_p90_s": _f(q.wait_p90_s),
+        "wait_max_s": _f(q.wait_max_s),
+        "clearance_per_min": _f(q.clearance_per_min),
+        "expected_wait_s": _f(q.expected_wait_s),
+        "frames": int(m.frames),
+        "camera_up": float(m.camera_up),
+        "loop_count": None if m.loop_count is None else int(m.loop_count),
+        "seq": int(m.seq),
+    }, ns))
     return out
 
 

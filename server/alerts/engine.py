@@ -107,7 +107,7 @@ class AlertEngine:
 
     def on_message(self, message: UnitMessage) -> list[AlertEvent]:
         if isinstance(message, CountsMessage):
-            events = self._on_record(message.unit, message.record())
+            events = self._on_record(message.unit, message)  # a CountsMessage is its WindowRecord
             stamp = message.window_start + timedelta(seconds=message.window_s)
         elif isinstance(message, StatusMessage):
             events = self._on_status(message)

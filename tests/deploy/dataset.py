@@ -14,7 +14,7 @@ from datetime import UTC, datetime, timedelta
 from server.alerts import AlertEvent
 from server.config import InfluxConfig
 from server.health import ServerHealthMessage, health_fields
-from server.schema import alert_point, counts_points, health_points, lines, server_health_point, status_points
+from server.schema import alert_point, counts_lines, health_points, lines, server_health_point, status_points
 from server.sinks import InfluxV1Sink
 from wire.payloads import (
     AlertLevel,
@@ -126,13 +126,12 @@ def make_dataset(now: datetime | None = None, seed: int = 7) -> Dataset:
 def write_dataset(url: str, ds: Dataset) -> None:
     """Through server.schema and the server's own v1 sink, as `gatewatch server` writes."""
     sink = InfluxV1Sink(InfluxConfig(url=url, database="gatewatch", create_database=False))
-    points = [p for m in ds.counts for p in counts_points(m)]
-    points += [p for m in ds.health for p in health_points(m)]
+    points = [p for m in ds.health for p in health_points(m)]
     points += [p for m in ds.status for p in status_points(m)]
     points += [alert_point(a) for a in ds.alerts]
     points += [server_health_point(h.server, h.at, health_fields(h)) for h in ds.server]
     try:
-        batch = lines(points)
+        batch = [line for m in ds.counts for line in counts_lines(m)] + lines(points)
         for i in range(0, len(batch), 2000):
             sink.write(batch[i:i + 2000])
     finally:
