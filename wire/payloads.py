@@ -3,6 +3,12 @@
 A window record is keyed by (unit, lane, window_start): re-sending it is harmless because the
 server writes it to the same InfluxDB point. Every unit message carries a per-unit `seq`, so a
 subscriber can see gaps (as Sparkplug's `seq` does) without trusting the transport.
+
+End-to-end acknowledgement: a broker's PUBACK proves nothing once the broker crashes, so the
+server tells each unit, retained on `<gate>/<unit>/stored`, through which `seq` its messages are
+durable (`StoredMessage`); the unit deletes an outbox row only then. The unit's `health` says the
+oldest seq it still holds (`outbox_first_seq`): a seq below it that the server never received is
+lost for good, and the server counts it as a gap instead of waiting for it.
 """
 
 from __future__ import annotations
@@ -17,7 +23,6 @@ from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
-    NonNegativeInt,
     TypeAdapter,
     ValidationError,
 )
@@ -35,6 +40,8 @@ Count = Annotated[int, Field(ge=0, le=100_000)]
 #: totals over a unit's life (outbox depth, drops): large, but still bounded against garbage
 Total = Annotated[int, Field(ge=0, le=10**12)]
 Seconds = Annotated[float, Field(ge=0, le=30 * 24 * 3600)]
+#: a per-unit sequence number: the database stores it as a signed 64-bit integer.
+Seq = Annotated[int, Field(ge=0, le=2**63 - 1)]
 
 
 class VehicleClass(StrEnum):
@@ -123,7 +130,7 @@ class WindowRecord(_Model):
 class _UnitMessage(_Versioned):
     gate: Id
     unit: Id
-    seq: NonNegativeInt = Field(description="per-unit sequence number, +1 per message")
+    seq: Seq = Field(description="per-unit sequence number, +1 per message")
 
 
 class CountsMessage(WindowRecord, _UnitMessage):
@@ -169,6 +176,16 @@ class HealthMessage(_UnitMessage):
     outbox_depth: Total
     outbox_oldest_s: float | None = Field(None, ge=0, le=20 * 365 * 86400)
     dropped_records: Total = Field(0, description="records dropped because the outbox hit its disk bound")
+    outbox_first_seq: Seq | None = Field(
+        None,
+        description="the oldest seq still in the outbox, or the next seq if it is empty: a seq below it "
+        "that the server never received is lost for good (None: a unit too old to say)",
+    )
+    outbox_lost: Total = Field(
+        0,
+        description="messages the unit lost to storage trouble: writes the disk refused, and the rows of a "
+        "damaged outbox that could not be read back (an upper bound; the server's gap count is exact)",
+    )
     cpu_temp_c: float | None = Field(None, ge=-40, le=150)
     throttled: str | None = Field(None, max_length=20, description="vcgencmd get_throttled, where present")
     mem_mb: float = Field(ge=0)
@@ -199,6 +216,23 @@ class AlertMessage(_Versioned):
     expected_wait_s: Seconds | None = None
 
 
+class StoredMessage(_Versioned):
+    """Retained, published by the server on `<gate>/<unit>/stored`: how far this unit's messages
+    are durable (in the database, or in the server's fsynced spool).
+
+    The unit deletes an outbox row only once `through_seq` covers it: a broker PUBACK alone is
+    lost with the broker's memory if it crashes before its next save.
+    """
+
+    kind: Literal["stored"] = "stored"
+    gate: Id
+    unit: Id
+    through_seq: Seq = Field(description="every message of this unit with seq <= through_seq is durable")
+    at: AwareDatetime = Field(description="server time of this statement")
+    gaps: Total = Field(0, description="seqs the server gave up on: below the unit's outbox_first_seq, never received")
+    resets: Total = Field(0, description="times this unit's seq went backwards (a re-imaged unit, a lost state folder)")
+
+
 class DeadLetter(_Versioned):
     kind: Literal["deadletter"] = "deadletter"
     topic: str = Field(max_length=512)
@@ -211,7 +245,7 @@ class DeadLetter(_Versioned):
 
 
 Message = Annotated[
-    CountsMessage | EventMessage | StatusMessage | HealthMessage | AlertMessage,
+    CountsMessage | EventMessage | StatusMessage | HealthMessage | AlertMessage | StoredMessage,
     Field(discriminator="kind"),
 ]
 _MESSAGE: TypeAdapter[Message] = TypeAdapter(Message)
@@ -256,7 +290,11 @@ def decode_message(topic: str, payload: bytes, max_bytes: int = MAX_PAYLOAD_BYTE
     return message
 
 
-def topic_for(message: CountsMessage | EventMessage | StatusMessage | HealthMessage | AlertMessage) -> str:
+def topic_for(
+    message: CountsMessage | EventMessage | StatusMessage | HealthMessage | AlertMessage | StoredMessage,
+) -> str:
     if isinstance(message, AlertMessage):
         return str(Topic.alert(message.gate, message.lane))
+    if isinstance(message, StoredMessage):
+        return str(Topic.stored(message.gate, message.unit))
     return str(Topic.unit(message.gate, message.unit, TopicKind(message.kind)))

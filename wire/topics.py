@@ -29,10 +29,14 @@ class TopicKind(StrEnum):
     STATUS = "status"
     HEALTH = "health"
     ALERT = "alert"
+    STORED = "stored"
 
 
-#: what a unit publishes; `alert` is published by the server under <gate>/<lane>/alert.
+#: what a unit publishes; `alert` is published by the server under <gate>/<lane>/alert, and
+#: `stored` by the server under <gate>/<unit>/stored (a unit only ever reads its own).
 UNIT_KINDS = frozenset({TopicKind.COUNTS, TopicKind.EVENTS, TopicKind.STATUS, TopicKind.HEALTH})
+#: what the server publishes itself, under a lane (`alert`) or a unit (`stored`) scope.
+SERVER_KINDS = frozenset({TopicKind.ALERT, TopicKind.STORED})
 
 
 def is_own_output(topic: str) -> bool:
@@ -40,7 +44,7 @@ def is_own_output(topic: str) -> bool:
     if topic.startswith((DEAD_LETTER, SERVER_HEALTH, f"{PREFIX}/_")):
         return True
     parts = topic.split("/")
-    return len(parts) == 5 and parts[4] == TopicKind.ALERT.value
+    return len(parts) == 5 and parts[4] in SERVER_KINDS
 
 
 def check_id(value: str, what: str = "id") -> str:
@@ -69,6 +73,11 @@ class Topic:
     @classmethod
     def alert(cls, gate: str, lane: str) -> Topic:
         return cls(check_id(gate, "gate"), check_id(lane, "lane"), TopicKind.ALERT)
+
+    @classmethod
+    def stored(cls, gate: str, unit: str) -> Topic:
+        """Where the server tells one unit, retained, how far its messages are durable."""
+        return cls(check_id(gate, "gate"), check_id(unit, "unit"), TopicKind.STORED)
 
     @classmethod
     def parse(cls, topic: str) -> Topic:

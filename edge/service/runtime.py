@@ -47,7 +47,7 @@ from wire.payloads import (
     decode_message,
     encode,
 )
-from wire.topics import Topic, TopicKind
+from wire.topics import UNIT_KINDS, Topic, TopicKind
 
 log = logging.getLogger(__name__)
 
@@ -143,7 +143,7 @@ class EdgeRuntime:
             subscriptions=[str(Topic.alert(cfg.gate, s.lane)) for s in cfg.gpio.lane_signals],
             on_message=self.on_mqtt_message,
         )
-        self._topics = {k: str(Topic.unit(cfg.gate, cfg.unit, k)) for k in TopicKind if k != TopicKind.ALERT}
+        self._topics = {k: str(Topic.unit(cfg.gate, cfg.unit, k)) for k in UNIT_KINDS}
         self._stop = threading.Event()
         self._running = False
         self._pipeline: PipelineLike | None = None
