@@ -30,7 +30,10 @@ from wire.payloads import (
     HealthMessage,
     StatusMessage,
     UnitState,
+    VehicleClass,
 )
+from wire.topics import PREFIX
+from wire.topics import SERVER_HEALTH as SERVER_HEALTH_TOPIC
 
 LANE_COUNTS = "lane_counts"
 LANE_QUEUE = "lane_queue"
@@ -39,6 +42,7 @@ UNIT_HEALTH = "unit_health"
 UNIT_STATUS = "unit_status"
 ALERTS = "alerts"
 SERVER_HEALTH = "server_health"
+UNIT_SEQ = "unit_seq"
 
 FieldValue = int | float | bool | str
 Numeric = int | float | bool
@@ -108,10 +112,10 @@ def numeric_line(series: str, fields: dict[str, Numeric | None], ns: int) -> str
     return f"{series} {','.join(parts)} {ns}"
 
 
-def lines_for(message: UnitMessage) -> list[str]:
-    """The lines of any validated unit message."""
+def lines_for(message: UnitMessage, directions: Iterable[str] = ()) -> list[str]:
+    """The lines of any validated unit message; `directions` are those its lane owns (counts only)."""
     if isinstance(message, CountsMessage):
-        return counts_lines(message)
+        return counts_lines(message, directions)
     if isinstance(message, EventMessage):
         return lines(event_points(message))
     if isinstance(message, HealthMessage):
@@ -119,19 +123,27 @@ def lines_for(message: UnitMessage) -> list[str]:
     return lines(status_points(message))
 
 
-def counts_lines(m: CountsMessage) -> list[str]:
-    """One `lane_counts` line per (class, direction), plus the lane's `lane_queue` line.
+def counts_lines(m: CountsMessage, directions: Iterable[str] = ()) -> list[str]:
+    """One `lane_counts` line per class and direction, plus the lane's `lane_queue` line.
 
-    Classes and directions with no crossings are not written, so Grafana's sum() is unaffected
-    and the tag set stays as small as the traffic.
+    Every class gets a line for every direction the lane owns (`directions`, see
+    server.ownership), zero when nothing crossed. A second record with the same key (a unit
+    restarted inside a window, a clock stepped back) then replaces every count of the first,
+    instead of leaving the first one's counts beside its own, and `total` always agrees with the
+    counts. Zeros do not change Grafana's sum(), and the series are those the lane owns anyway.
+    Every `lane_queue` field a record always has is written; the wait and clearance figures exist
+    only when vehicles left the queue, so they are written only then (a replacing record without
+    them leaves the first one's, which describe vehicles that really waited in that window).
     """
     ns = epoch_ns(m.window_start)
     ids = (("gate", m.gate), ("lane", m.lane), ("unit", m.unit))
-    out = [
-        f"{series_key(LANE_COUNTS, (('class', cls.value), ('direction', direction), *ids))} count={int(n)}i {ns}"
-        for cls, dirs in m.counts.items()
-        for direction, n in dirs.items()
-    ]
+    owned = sorted({*directions, *(d for dirs in m.counts.values() for d in dirs)})
+    out = []
+    for cls in VehicleClass:
+        dirs = m.counts.get(cls, {})
+        for direction in owned:
+            series = series_key(LANE_COUNTS, (("class", cls.value), ("direction", direction), *ids))
+            out.append(f"{series} count={int(dirs.get(direction, 0))}i {ns}")
     q = m.queue
     out.append(numeric_line(series_key(LANE_QUEUE, ids), {
         "window_s": float(m.window_s),
@@ -204,6 +216,29 @@ def alert_point(event: AlertEvent) -> Point:
 
 def server_health_point(server_id: str, at: datetime, fields: dict[str, FieldValue | None]) -> Point:
     return _point(SERVER_HEALTH, at, {"server": server_id}, fields)
+
+
+def unit_seq_point(gate: str, unit: str, at: datetime, fields: dict[str, FieldValue | None]) -> Point:
+    """One unit's end-to-end acknowledgement at a health tick: Grafana alerts on `gaps` and `resets`."""
+    return _point(UNIT_SEQ, at, {"gate": gate, "unit": unit}, fields)
+
+
+_KIND_OF = {LANE_COUNTS: "counts", LANE_QUEUE: "counts", LANE_EVENTS: "events", UNIT_HEALTH: "health",
+            UNIT_STATUS: "status"}
+
+
+def origin_topic(line: str) -> str:
+    """The topic a line came from, read back from its measurement and tags (for a dead letter
+    about a point the database refused, perhaps long after its message was acknowledged)."""
+    head = line.split(" ", 1)[0]
+    measurement, _, tag_text = head.partition(",")
+    tags = dict(t.partition("=")[::2] for t in tag_text.split(",") if "=" in t)
+    gate, unit = tags.get("gate", "_"), tags.get("unit", "_")
+    if measurement in _KIND_OF:
+        return f"{PREFIX}/{gate}/{unit}/{_KIND_OF[measurement]}"
+    if measurement == ALERTS:
+        return f"{PREFIX}/{gate}/{tags.get('lane', '_')}/alert"
+    return SERVER_HEALTH_TOPIC
 
 
 def _f(value: float | None) -> float | None:

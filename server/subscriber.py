@@ -37,6 +37,20 @@ class SubscriberError(ServerError):
     """The MQTT client cannot be set up (bad TLS file, bad options)."""
 
 
+class ClientIdInUse(ServerError):
+    """Another client holds this server's client id: two servers would take the session from each
+    other, back and forth, each time re-sending every unacknowledged message."""
+
+
+#: MQTT 5 DISCONNECT reason: another client connected with our client id
+SESSION_TAKEN_OVER = 0x8E
+#: a connection that lasted this long makes this process the incumbent of its client id
+ESTABLISHED_S = 5.0
+#: takeovers within TAKEOVER_WINDOW_S after which even the incumbent gives up
+TAKEOVER_LIMIT = 5
+TAKEOVER_WINDOW_S = 60.0
+
+
 @dataclass(frozen=True, slots=True)
 class Received:
     topic: str
@@ -59,6 +73,12 @@ class Subscriber:
         self._lock = threading.Lock()
         self.connected = threading.Event()
         self._failed_logged = False
+        #: set when this process must stop: another instance uses our client id
+        self.fatal: ClientIdInUse | None = None
+        self.takeovers = 0
+        self._established = False
+        self._connected_at = 0.0
+        self._takeover_times: list[float] = []
         self.client = client or mqtt.Client(
             callback_api_version=CallbackAPIVersion.VERSION2, client_id=config.client_id,
             protocol=MQTTProtocolVersion.MQTTv5, manual_ack=True,
@@ -121,6 +141,7 @@ class Subscriber:
             return
         with self._lock:
             self._generation += 1
+        self._connected_at = self._time()
         self.connected.set()
         if self._failed_logged:
             log.warning("mqtt connected to %s", self.where)
@@ -137,8 +158,32 @@ class Subscriber:
     def _on_disconnect(self, client: mqtt.Client, userdata: Any, flags: Any, rc: ReasonCode, props: Any) -> None:
         was = self.connected.is_set()
         self.connected.clear()
+        now = self._time()
+        if was and now - self._connected_at >= ESTABLISHED_S:
+            self._established = True
+        if rc.value == SESSION_TAKEN_OVER:
+            self._taken_over(client, now)
+            return
         if was:
             log.warning("mqtt disconnected from %s: %s; reconnecting", self.where, rc)
+
+    def _taken_over(self, client: mqtt.Client, now: float) -> None:
+        """Another client connected with our client id. The newcomer yields: a server that was
+        never established exits; an established one takes its session back (the newcomer then
+        yields), unless the takeovers go on, which means two established servers: then it exits."""
+        self.takeovers += 1
+        self._takeover_times = [t for t in self._takeover_times if now - t < TAKEOVER_WINDOW_S] + [now]
+        who = f"client id {self.config.client_id!r} on {self.where}"
+        if self._established and len(self._takeover_times) < TAKEOVER_LIMIT:
+            log.warning("another client connected with %s and took our session; taking it back "
+                        "(a second gatewatch server with this client id will stop)", who)
+            return
+        why = ("another gatewatch server is already connected with " + who if not self._established else
+               f"{len(self._takeover_times)} session takeovers in {TAKEOVER_WINDOW_S:.0f} s with {who}")
+        self.fatal = ClientIdInUse(f"{why}: refusing to run two servers with one session. Stop the other one, "
+                                   "or give each server its own mqtt.client_id (and its own units to serve)")
+        log.error("%s", self.fatal)
+        client.disconnect()  # no reconnect: paho stops its retry loop once we disconnect
 
     def _on_message(self, client: mqtt.Client, userdata: Any, msg: mqtt.MQTTMessage) -> None:
         try:

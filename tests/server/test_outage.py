@@ -41,7 +41,7 @@ def _stream(port: int, messages: Sequence[CountsMessage], interval_s: float, don
 
 def test_database_down_30s_mid_stream(tmp_path: Path, mosquitto, influxd) -> None:
     # ~45 s of traffic at 10 records/s; influxd is stopped for 30 s in the middle
-    messages = [counts_message(u, "l1", i) for i in range(225) for u in ("u1", "u2")]
+    messages = [counts_message(u, lane, i) for i in range(225) for u, lane in (("u1", "l1"), ("u2", "l2"))]
     want = expected_counts(messages)
     cfg = server_config(tmp_path, mosquitto.port, influxd.url)
     done = threading.Event()

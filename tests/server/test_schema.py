@@ -40,8 +40,9 @@ def counts_messages(draw: st.DrawFn) -> CountsMessage:
     )
 
 
-def reference_lines(m: CountsMessage) -> list[str]:
-    """What the server wrote before the fast path: one `Point` per line."""
+def reference_lines(m: CountsMessage, directions: list[str]) -> list[str]:
+    """The lines by `Point`, one per point: every class for every direction the lane owns (zero when
+    nothing crossed), then the lane's queue point."""
 
     def point(measurement: str, tags: dict[str, str], fields: dict[str, object]) -> str:
         p = Point(measurement).time(m.window_start, WritePrecision.NS)  # type: ignore[no-untyped-call]
@@ -53,8 +54,10 @@ def reference_lines(m: CountsMessage) -> list[str]:
         return str(p.to_line_protocol())
 
     ids = {"gate": m.gate, "unit": m.unit, "lane": m.lane}
-    out = [point(schema.LANE_COUNTS, {**ids, "class": c.value, "direction": d}, {"count": n})
-           for c, dirs in m.counts.items() for d, n in dirs.items()]
+    owned = sorted({*directions, *(d for dirs in m.counts.values() for d in dirs)})
+    out = [point(schema.LANE_COUNTS, {**ids, "class": c.value, "direction": d},
+                 {"count": m.counts.get(c, {}).get(d, 0)})
+           for c in VehicleClass for d in owned]
     q = m.queue
     out.append(point(schema.LANE_QUEUE, ids, {
         "window_s": float(m.window_s), "total": m.total(), "length_max": q.length_max,
@@ -67,9 +70,18 @@ def reference_lines(m: CountsMessage) -> list[str]:
 
 
 @settings(max_examples=300, deadline=None)
-@given(counts_messages())
-def test_window_record_lines_equal_points(m: CountsMessage) -> None:
-    assert schema.counts_lines(m) == reference_lines(m)
+@given(counts_messages(), st.lists(ids, max_size=3))
+def test_window_record_lines_equal_points(m: CountsMessage, directions: list[str]) -> None:
+    assert schema.counts_lines(m, directions) == reference_lines(m, directions)
+
+
+def test_a_record_writes_every_class_and_direction_its_lane_owns() -> None:
+    m = CountsMessage(gate="g", unit="u", lane="l", seq=1, window_start=datetime(2026, 1, 1, tzinfo=UTC),
+                      window_s=10, counts={VehicleClass.CAR: {"in": 2}})
+    counts = {line.split(" ")[0]: line.split(" ")[1] for line in schema.counts_lines(m, ["in", "out"])[:-1]}
+    assert len(counts) == 8  # 4 classes x 2 directions
+    assert counts["lane_counts,class=car,direction=in,gate=g,lane=l,unit=u"] == "count=2i"
+    assert set(counts.values()) == {"count=0i", "count=2i"}
 
 
 def test_epoch_ns_is_exact_to_the_microsecond() -> None:
