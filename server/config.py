@@ -191,8 +191,8 @@ class SpoolConfig(_Strict):
     )
     reserve_bytes: int = Field(
         8 << 20, ge=0, title="Reserved headroom (bytes)",
-        description="kept free on the spool's filesystem (as a ballast file) so replayed rows can always "
-        "be deleted, even on a full disk",
+        description="the spool stops growing while less than this is free on its filesystem: room for "
+        "SQLite's own files and for whatever else shares the disk",
     )
 
 

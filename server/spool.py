@@ -6,12 +6,16 @@ commit durable. Rows keep their insertion order (an AUTOINCREMENT key), so repla
 the order they arrived.
 
 Disks fill. The spool is bounded (`max_bytes`, its files on disk) and leaves `reserve_bytes` of
-the filesystem free; an append that would cross either is refused with `SpoolFull`, and the
-caller keeps the batch unacknowledged (the broker and the units still hold it) or writes it
-straight to the database. Deleting replayed rows writes to the WAL, which needs space of its own:
-a ballast file of `reserve_bytes` beside the spool is given back to the filesystem when a delete
-finds the disk full, and made again once the spool is empty. An emptied spool is re-created, so
-the space it grew to returns to the filesystem instead of staying inside the SQLite file.
+the filesystem free (for SQLite's own files and whatever else shares the disk); an append that
+would cross either is refused with `SpoolFull`, and the caller keeps the batch unacknowledged (the
+broker and the units still hold it) or writes it straight to the database.
+
+Forgetting replayed rows must work on a disk with not one byte free, and an SQLite DELETE needs
+space (its WAL frames). So rows are never deleted one by one: an 8-byte mark beside the spool,
+overwritten in place (no new blocks), says through which row the spool is replayed, and once
+everything is replayed the spool's files are unlinked and made anew, which gives their space
+back. A crash between a replayed write and its mark replays that batch again: harmless, the
+points are overwritten with themselves.
 
 One server per spool: the file is locked (`flock`) while a server uses it, so a second server
 started with the same config refuses to start instead of replaying the same rows twice.
@@ -52,7 +56,7 @@ class SpooledBatch:
 
 
 #: SQLite writes about this much beyond the payload for a batch (pages, WAL frame headers)
-_OVERHEAD = 64 * 1024
+_OVERHEAD = 16 * 1024
 
 
 def _is_full(exc: sqlite3.Error) -> bool:
@@ -64,15 +68,15 @@ class Spool:
         self.path = path
         self.max_bytes = max_bytes
         self.reserve_bytes = reserve_bytes
-        self.ballast = path.with_name(f"{path.name}.reserve")
+        self.mark_path = path.with_name(f"{path.name}.replayed")
         self._lock = threading.Lock()
         self._lockfile = self._take_lock()
         try:
+            self._mark_fd = self._open_mark()
             self._open()
         except SpoolError:
             self._lockfile.close()
             raise
-        self._ensure_ballast()
 
     # -- state -----------------------------------------------------------------------------------
 
@@ -99,9 +103,8 @@ class Spool:
             st = os.statvfs(self.path.parent)
         except OSError:
             return False
-        # the ballast already holds reserve_bytes aside; without it, keep that much free ourselves
-        reserve = 0 if self.ballast.exists() else self.reserve_bytes
-        return st.f_bavail * st.f_frsize - 2 * need >= reserve
+        # twice: into the WAL now, into the database file at the next checkpoint
+        return st.f_bavail * st.f_frsize - 2 * need >= self.reserve_bytes
 
     # -- operations ------------------------------------------------------------------------------
 
@@ -122,12 +125,13 @@ class Spool:
             self._depth += len(lines)
 
     def peek(self, max_lines: int) -> SpooledBatch | None:
-        """The oldest batches, whole, up to `max_lines` (at least one batch)."""
+        """The oldest batches not yet replayed, whole, up to `max_lines` (at least one batch)."""
         with self._lock:
             out: list[str] = []
             last = 0
             try:
-                for row_id, n, text in self._db.execute("SELECT id, n, lines FROM batches ORDER BY id"):
+                rows = self._db.execute("SELECT id, n, lines FROM batches WHERE id > ? ORDER BY id", (self._mark,))
+                for row_id, n, text in rows:
                     if out and len(out) + n > max_lines:
                         break
                     out.extend(json.loads(text))
@@ -137,24 +141,23 @@ class Spool:
             return SpooledBatch(last, out) if out else None
 
     def remove_through(self, last_id: int) -> None:
-        """Forget replayed rows. Needs no free space: a full disk gets the ballast back first."""
+        """Forget the rows through `last_id`, replayed: a mark overwritten in place, no free space needed."""
         with self._lock:
             try:
-                n = self._delete(last_id)
+                row = self._db.execute("SELECT COALESCE(SUM(n), 0), COALESCE(MAX(id), 0) FROM batches "
+                                       "WHERE id > ? AND id <= ?", (self._mark, last_id)).fetchone()
+                newest = self._db.execute("SELECT COALESCE(MAX(id), 0) FROM batches").fetchone()[0]
             except sqlite3.Error as exc:
-                if not _is_full(exc) or not self._drop_ballast():
-                    raise SpoolError(f"cannot update spool {self.path}: {exc}") from None
-                try:
-                    n = self._delete(last_id)
-                except sqlite3.Error as again:
-                    raise SpoolError(f"cannot update spool {self.path}: {again}") from None
-            self._depth -= n
-            if self._depth == 0:
+                raise SpoolError(f"cannot read spool {self.path}: {exc}") from None
+            self._set_mark(last_id)
+            self._depth -= int(row[0])
+            if last_id >= newest:
                 self._recreate()
 
     def close(self) -> None:
         with self._lock:
             self._db.close()
+            os.close(self._mark_fd)
             self._lockfile.close()
 
     # -- files -----------------------------------------------------------------------------------
@@ -180,6 +183,32 @@ class Spool:
             f.flush()
         return f
 
+    def _open_mark(self) -> int:
+        """The replayed-through mark: 8 bytes, allocated once, then only ever overwritten."""
+        try:
+            fd = os.open(self.mark_path, os.O_RDWR | os.O_CREAT, 0o600)
+        except OSError as exc:
+            raise SpoolError(f"cannot open spool mark {self.mark_path}: {exc}") from None
+        try:
+            raw = os.pread(fd, 8, 0)
+            if len(raw) < 8:
+                os.pwrite(fd, bytes(8), 0)
+                os.fsync(fd)
+                raw = bytes(8)
+        except OSError as exc:
+            os.close(fd)
+            raise SpoolError(f"cannot write spool mark {self.mark_path}: {exc}") from None
+        self._mark = int.from_bytes(raw, "little")
+        return fd
+
+    def _set_mark(self, last_id: int) -> None:
+        try:
+            os.pwrite(self._mark_fd, last_id.to_bytes(8, "little"), 0)
+            os.fsync(self._mark_fd)
+        except OSError as exc:
+            raise SpoolError(f"cannot write spool mark {self.mark_path}: {exc}") from None
+        self._mark = last_id
+
     def _open(self) -> None:
         try:
             self._db = sqlite3.connect(str(self.path), check_same_thread=False, isolation_level=None)
@@ -191,48 +220,20 @@ class Spool:
                 "CREATE TABLE IF NOT EXISTS batches (id INTEGER PRIMARY KEY AUTOINCREMENT, n INTEGER NOT NULL,"
                 " lines TEXT NOT NULL)"
             )
-            row = self._db.execute("SELECT COALESCE(SUM(n), 0) FROM batches").fetchone()
+            row = self._db.execute("SELECT COALESCE(SUM(n), 0) FROM batches WHERE id > ?", (self._mark,)).fetchone()
         except (sqlite3.Error, OSError) as exc:
             raise SpoolError(f"cannot open spool {self.path}: {exc}") from None
         self._depth = int(row[0])
 
-    def _delete(self, last_id: int) -> int:
-        row = self._db.execute("SELECT COALESCE(SUM(n), 0) FROM batches WHERE id <= ?", (last_id,)).fetchone()
-        self._db.execute("DELETE FROM batches WHERE id <= ?", (last_id,))
-        return int(row[0])
-
     def _recreate(self) -> None:
-        """An empty spool starts over as a new file: the space it grew to goes back to the disk."""
+        """Everything is replayed: the files go, and their space with them. The mark is reset first:
+        a crash in between leaves the old rows to be replayed again, never new rows taken for old."""
+        self._set_mark(0)
         try:
             self._db.close()
             for suffix in ("", "-wal", "-shm"):
                 with contextlib.suppress(FileNotFoundError):
                     self.path.with_name(self.path.name + suffix).unlink()
-            self._open()
-        except (OSError, SpoolError) as exc:
-            raise SpoolError(f"cannot re-create the emptied spool {self.path}: {exc}") from None
-        self._ensure_ballast()
-
-    def _ensure_ballast(self) -> None:
-        """Set `reserve_bytes` aside on disk for deletes, if there is room for it now."""
-        if self.reserve_bytes <= 0 or self.ballast.exists():
-            return
-        try:
-            st = os.statvfs(self.path.parent)
-            if st.f_bavail * st.f_frsize < 2 * self.reserve_bytes:
-                return
-            fd = os.open(self.ballast, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-            try:
-                os.posix_fallocate(fd, 0, self.reserve_bytes)
-            finally:
-                os.close(fd)
-        except OSError:
-            with contextlib.suppress(OSError):
-                self.ballast.unlink()
-
-    def _drop_ballast(self) -> bool:
-        try:
-            self.ballast.unlink()
-        except OSError:
-            return False
-        return True
+        except OSError as exc:
+            raise SpoolError(f"cannot remove the replayed spool {self.path}: {exc}") from None
+        self._open()
