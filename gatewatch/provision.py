@@ -45,7 +45,7 @@ from pydantic import ValidationError
 
 from edge.config import UnitConfig, format_validation_error
 from wire.errors import WireError
-from wire.topics import DEAD_LETTER, PREFIX, SERVER_HEALTH, UNIT_KINDS, TopicKind, check_id
+from wire.topics import DEAD_LETTER, PREFIX, SERVER_HEALTH, UNIT_KINDS, TopicKind, check_id, server_claim
 
 #: where the bundle files land on a Pi (install.sh copies them there); unit.yaml refers to them.
 DEFAULT_UNIT_ETC = Path("/etc/gatewatch")
@@ -124,27 +124,33 @@ def unit_username(gate: str, unit: str) -> str:
 
 
 def unit_acl(gate: str, unit: str) -> str:
-    """A unit writes only its own four topic kinds and reads only its gate's alerts.
+    """A unit writes only its own four topic kinds, reads its gate's alerts, and reads (never
+    writes) its own `stored` acknowledgement, on which it forgets its records.
 
     Not `<gate>/<unit>/#`: that would include `<gate>/<unit>/alert`, and since alerts are
-    scoped by lane, a unit whose id equals a lane id could forge that lane's alert.
+    scoped by lane, a unit whose id equals a lane id could forge that lane's alert; and it would
+    include `<gate>/<unit>/stored`, with which a unit could make itself forget unstored records.
     """
     user = unit_username(gate, unit)
     lines = [f"# unit {gate}/{unit}", f"user {user}"]
     lines += [f"topic write {PREFIX}/{gate}/{unit}/{kind.value}" for kind in sorted(UNIT_KINDS)]
     lines.append(f"topic read {PREFIX}/{gate}/+/{TopicKind.ALERT.value}")
+    lines.append(f"topic read {PREFIX}/{gate}/{unit}/{TopicKind.STORED.value}")
     return "\n".join(lines) + "\n"
 
 
 def server_acl(name: str) -> str:
-    """The server reads everything under the prefix and writes alerts, dead letters and its health."""
+    """The server reads everything under the prefix and writes alerts, each unit's `stored`
+    acknowledgement, dead letters, its health and the claim on its client id (its name)."""
     lines = [
         f"# server {name}",
         f"user {_id(name, 'server name')}",
         f"topic read {PREFIX}/#",
         f"topic write {PREFIX}/+/+/{TopicKind.ALERT.value}",
+        f"topic write {PREFIX}/+/+/{TopicKind.STORED.value}",
         f"topic write {DEAD_LETTER}",
         f"topic write {SERVER_HEALTH}",
+        f"topic write {server_claim(name)}",
     ]
     return "\n".join(lines) + "\n"
 

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import logging
 import queue
+import socket
 import threading
 import time
 from collections.abc import Iterator
@@ -71,7 +72,8 @@ class Server:
         self.config = config
         self.clock = clock
         self.inbox: queue.Queue[Received] = inbox if inbox is not None else queue.Queue()
-        self.subscriber = subscriber or Subscriber(config.mqtt, self.inbox)
+        self.subscriber = subscriber or Subscriber(config.mqtt, self.inbox,
+                                                   instance=f"{socket.gethostname()}:{config.spool.path}")
         self.health = Health(config.server_id)
         self.writer = DurableWriter(
             sink, spool, replay_batch=config.spool.replay_batch, retry_min_s=config.spool.retry_min_s,
@@ -132,6 +134,7 @@ class Server:
             self._next_republish = now + self.config.alerts.valid_s / 2
             self._publish_alerts(all_lanes=True)
         self._publish_stored(now)
+        self.subscriber.refresh_claim()
         if now >= self._next_health:
             self._next_health = now + self.config.health.interval_s
             self._health_tick()

@@ -17,6 +17,11 @@ import typer
 log = logging.getLogger("server")
 
 
+#: exit status of a server that refuses to run beside another one (same spool or same client id): the
+#: systemd unit does not restart it (RestartPreventExitStatus=3), so two servers cannot take turns
+ANOTHER_SERVER_EXIT = 3
+
+
 def _fail(message: str, code: int = 2) -> typer.Exit:
     typer.echo(f"gatewatch server: {message}", err=True)
     return typer.Exit(code)
@@ -43,9 +48,13 @@ def server(
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     logging.getLogger("urllib3").setLevel(logging.ERROR)
     from server.app import build
+    from server.spool import SpoolLocked
+    from server.subscriber import ClientIdInUse
 
     try:
         app = build(cfg)
+    except SpoolLocked as exc:
+        raise _fail(str(exc), ANOTHER_SERVER_EXIT) from None
     except ServerError as exc:
         raise _fail(str(exc)) from None
 
@@ -56,6 +65,8 @@ def server(
     signal.signal(signal.SIGINT, on_signal)
     try:
         app.run()
+    except ClientIdInUse as exc:
+        raise _fail(str(exc), ANOTHER_SERVER_EXIT) from None
     except ServerError as exc:
         raise _fail(str(exc), 1) from None
 

@@ -14,10 +14,16 @@ makes the second copy harmless).
 
 from __future__ import annotations
 
+import contextlib
+import json
 import logging
+import os
 import queue
+import secrets
+import socket
 import ssl
 import threading
+import time
 from dataclasses import dataclass
 from typing import Any, cast
 
@@ -29,6 +35,7 @@ from paho.mqtt.reasoncodes import ReasonCode
 
 from server import ServerError
 from server.config import MqttConfig, secret_from_env
+from wire.topics import server_claim
 
 log = logging.getLogger(__name__)
 
@@ -38,17 +45,19 @@ class SubscriberError(ServerError):
 
 
 class ClientIdInUse(ServerError):
-    """Another client holds this server's client id: two servers would take the session from each
+    """Another server holds this server's client id: two servers would take the session from each
     other, back and forth, each time re-sending every unacknowledged message."""
 
 
-#: MQTT 5 DISCONNECT reason: another client connected with our client id
+#: MQTT 5 DISCONNECT reason: another client connected with our client id (mosquitto 2.0 just closes
+#: the connection instead, hence the claims below)
 SESSION_TAKEN_OVER = 0x8E
-#: a connection that lasted this long makes this process the incumbent of its client id
-ESTABLISHED_S = 5.0
-#: takeovers within TAKEOVER_WINDOW_S after which even the incumbent gives up
+#: takeovers by a client that makes no claim, within TAKEOVER_WINDOW_S, after which we give up
 TAKEOVER_LIMIT = 5
 TAKEOVER_WINDOW_S = 60.0
+#: a server refreshes its retained claim this often; a claim older than CLAIM_STALE_S is a dead server's
+CLAIM_EVERY_S = 10.0
+CLAIM_STALE_S = 60.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -63,9 +72,13 @@ class Received:
 
 
 class Subscriber:
-    def __init__(self, config: MqttConfig, inbox: queue.Queue[Received], client: mqtt.Client | None = None) -> None:
-        import time
+    """The server's session. It also claims its client id, retained on `claim_topic`, so that a second
+    server started with the same id (the broker would hand the session back and forth between the
+    two) finds the first one's claim and refuses to run; `instance` names this server's host and spool,
+    so its own claim from before a restart is never taken for another server's."""
 
+    def __init__(self, config: MqttConfig, inbox: queue.Queue[Received], client: mqtt.Client | None = None,
+                 instance: str = "") -> None:
         self._time = time.monotonic
         self.config = config
         self.inbox = inbox
@@ -76,9 +89,12 @@ class Subscriber:
         #: set when this process must stop: another instance uses our client id
         self.fatal: ClientIdInUse | None = None
         self.takeovers = 0
-        self._established = False
-        self._connected_at = 0.0
         self._takeover_times: list[float] = []
+        self._warned: set[str] = set()
+        self.claim_topic = server_claim(config.client_id)
+        self._claim: dict[str, Any] = {"token": secrets.token_hex(8), "instance": instance or socket.gethostname(),
+                                       "pid": os.getpid(), "since": time.time()}
+        self._claimed_at = 0.0
         self.client = client or mqtt.Client(
             callback_api_version=CallbackAPIVersion.VERSION2, client_id=config.client_id,
             protocol=MQTTProtocolVersion.MQTTv5, manual_ack=True,
@@ -97,6 +113,7 @@ class Subscriber:
         self.client.on_connect_fail = self._on_connect_fail
         self.client.on_disconnect = self._on_disconnect
         self.client.on_message = self._on_message
+        self.client.message_callback_add(self.claim_topic, self._on_claim)
 
     @property
     def where(self) -> str:
@@ -116,8 +133,22 @@ class Subscriber:
         self.client.loop_start()
 
     def stop(self) -> None:
+        if self.fatal is None and self.connected.is_set():
+            info = self._publish_claim("off")  # a stopped server leaves its client id free at once
+            with contextlib.suppress(RuntimeError, ValueError):
+                info.wait_for_publish(2.0)
         self.client.disconnect()
         self.client.loop_stop()
+
+    def refresh_claim(self) -> None:
+        """Called often by the app; re-claims the client id every CLAIM_EVERY_S while connected."""
+        if self.connected.is_set() and self.fatal is None and self._time() - self._claimed_at >= CLAIM_EVERY_S:
+            self._publish_claim("on")
+
+    def _publish_claim(self, state: str) -> mqtt.MQTTMessageInfo:
+        self._claimed_at = self._time()
+        payload = json.dumps({**self._claim, "state": state, "at": time.time()}).encode()
+        return self.client.publish(self.claim_topic, payload, qos=1, retain=True)
 
     def ack(self, mid: int, qos: int, generation: int) -> None:
         """PUBACK a message once its data is durable; a stale connection's acks are dropped."""
@@ -141,14 +172,16 @@ class Subscriber:
             return
         with self._lock:
             self._generation += 1
-        self._connected_at = self._time()
         self.connected.set()
         if self._failed_logged:
             log.warning("mqtt connected to %s", self.where)
         else:
             log.info("mqtt connected to %s (session present: %s)", self.where, flags.session_present)
         self._failed_logged = False
+        # the retained claim comes first: whoever held this client id before us
+        client.subscribe(self.claim_topic, qos=1)
         client.subscribe(self.config.subscription, qos=1)
+        self._publish_claim("on")
 
     def _on_connect_fail(self, client: mqtt.Client, userdata: Any) -> None:
         if not self._failed_logged:
@@ -158,30 +191,49 @@ class Subscriber:
     def _on_disconnect(self, client: mqtt.Client, userdata: Any, flags: Any, rc: ReasonCode, props: Any) -> None:
         was = self.connected.is_set()
         self.connected.clear()
-        now = self._time()
-        if was and now - self._connected_at >= ESTABLISHED_S:
-            self._established = True
-        if rc.value == SESSION_TAKEN_OVER:
-            self._taken_over(client, now)
-            return
-        if was:
+        if rc.value == SESSION_TAKEN_OVER and self.fatal is None:
+            now = self._time()
+            self._takeover_times = [t for t in self._takeover_times if now - t < TAKEOVER_WINDOW_S] + [now]
+            self.takeovers += 1
+            if len(self._takeover_times) >= TAKEOVER_LIMIT:
+                self._stand_down(client, f"{len(self._takeover_times)} session takeovers in {TAKEOVER_WINDOW_S:.0f} s "
+                                         f"by a client with our client id {self.config.client_id!r}")
+                return
+        if was and self.fatal is None:
             log.warning("mqtt disconnected from %s: %s; reconnecting", self.where, rc)
 
-    def _taken_over(self, client: mqtt.Client, now: float) -> None:
-        """Another client connected with our client id. The newcomer yields: a server that was
-        never established exits; an established one takes its session back (the newcomer then
-        yields), unless the takeovers go on, which means two established servers: then it exits."""
-        self.takeovers += 1
-        self._takeover_times = [t for t in self._takeover_times if now - t < TAKEOVER_WINDOW_S] + [now]
-        who = f"client id {self.config.client_id!r} on {self.where}"
-        if self._established and len(self._takeover_times) < TAKEOVER_LIMIT:
-            log.warning("another client connected with %s and took our session; taking it back "
-                        "(a second gatewatch server with this client id will stop)", who)
+    def _on_claim(self, client: mqtt.Client, userdata: Any, msg: mqtt.MQTTMessage) -> None:
+        """Another server's claim on our client id. The later one stands down: a second server finds the
+        first one's claim when it connects, and exits; the first one, pushed off its session by that
+        connect, reconnects, reads the second's claim, sees it is the elder, and claims the id again."""
+        if msg.qos:
+            client.ack(msg.mid, msg.qos)  # manual acks: a claim is not data, nothing to store first
+        try:
+            claim = json.loads(msg.payload)
+            other = (claim["token"] != self._claim["token"] and claim["state"] == "on"
+                     and claim["instance"] != self._claim["instance"]  # not our own run from before a restart
+                     and time.time() - float(claim["at"]) < CLAIM_STALE_S)
+            elder = (float(claim["since"]), claim["token"]) < (float(self._claim["since"]), self._claim["token"])
+        except (ValueError, TypeError, KeyError):
+            return  # not a claim we can read: not a server we could be fighting
+        if not other or self.fatal is not None:
             return
-        why = ("another gatewatch server is already connected with " + who if not self._established else
-               f"{len(self._takeover_times)} session takeovers in {TAKEOVER_WINDOW_S:.0f} s with {who}")
-        self.fatal = ClientIdInUse(f"{why}: refusing to run two servers with one session. Stop the other one, "
-                                   "or give each server its own mqtt.client_id (and its own units to serve)")
+        what = (f"another gatewatch server ({claim['instance']}, pid {claim['pid']}) is connected with client id "
+                f"{self.config.client_id!r}")
+        if elder:
+            self._stand_down(client, what)
+            return
+        if claim["token"] not in self._warned:
+            self._warned.add(claim["token"])
+            self.takeovers += 1
+            log.warning("%s, started after us; it stands down, and we claim our session again", what)
+        self._publish_claim("on")
+
+    def _stand_down(self, client: mqtt.Client, what: str) -> None:
+        self.fatal = ClientIdInUse(
+            f"{what} on {self.where}: refusing to run two servers with one session. Stop the other one, or give "
+            f"each server its own mqtt.client_id (and its own gates); if it is gone, start this one again in "
+            f"{CLAIM_STALE_S:.0f} s")
         log.error("%s", self.fatal)
         client.disconnect()  # no reconnect: paho stops its retry loop once we disconnect
 
