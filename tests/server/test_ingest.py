@@ -11,6 +11,7 @@ from server.health import ServerHealthMessage
 from tests.fixtures.influx import Influx1
 from tests.server.helpers import (
     BASE,
+    DECLARED,
     GATE,
     LANES,
     Listener,
@@ -114,3 +115,22 @@ def test_status_health_and_events_are_stored_and_drive_unit_alerts(tmp_path: Pat
     assert {a.rule for a in last.active} == {"camera_down", "unit_offline"}
     rules = {(r["rule"], r["active"]) for r in influxd.rows("SELECT * FROM alerts")}
     assert rules == {("camera_down", True), ("unit_offline", True)}
+
+
+def test_a_second_record_with_one_key_replaces_the_first_and_is_counted(tmp_path: Path, mosquitto, influxd) -> None:
+    """A unit restarted inside a window sends that window again with new counts and a new seq: the
+    second record replaces the first one's every count (no mix of both), and the clash shows in health."""
+    first = counts_message("u1", "l1", 0, seq=1)
+    again = CountsMessage(**{**first.model_dump(), "seq": 7, "counts": {VehicleClass.TRUCK: {"out": 2}}})
+    cfg = server_config(tmp_path, mosquitto.port, influxd.url, validation={"gates": DECLARED})
+    with running(cfg) as server:
+        assert server.subscriber.connected.wait(10)
+        publish_all(mosquitto.port, [first, first, again])  # a re-delivery is not a clash
+        wait_until(lambda: server.health.stored >= 3, 30, "all messages stored")
+        clashes = dict(server.health.clashes)
+    rows = influxd.rows('SELECT "count" FROM lane_counts GROUP BY "class", "direction"')
+    assert len(rows) == 8  # every class x both directions of the lane, one point each
+    assert {(r["class"], r["direction"]): r["count"] for r in rows if r["count"]} == {("truck", "out"): 2}
+    queue = influxd.rows('SELECT "total", "seq" FROM lane_queue')
+    assert [(q["total"], q["seq"]) for q in queue] == [(2, 7)]  # total agrees with the counts beside it
+    assert clashes == {f"{GATE}/u1": 1}
