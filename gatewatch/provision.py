@@ -461,7 +461,7 @@ def starter_unit_config(gate: str, unit: str, opts: UnitOptions) -> dict[str, An
         "unit": unit,
         "source": parse_source(opts.source),
         "lanes": [{
-            "id": "lane1",
+            "id": starter_lane_id(unit),
             "line": {"a": [0.0, 0.6], "b": [1.0, 0.6], "band": 0.015},
             "directions": ["in", "out"],
             "queue_zone": [[0.0, 0.2], [1.0, 0.2], [1.0, 0.6], [0.0, 0.6]],
@@ -477,6 +477,15 @@ def starter_unit_config(gate: str, unit: str, opts: UnitOptions) -> dict[str, An
         },
         "outbox": {"path": "/var/lib/gatewatch/outbox.sqlite3"},
     }
+
+
+def starter_lane_id(unit: str) -> str:
+    """`<unit>-l1`: unique within the gate, because a lane belongs to one unit (the server refuses a
+    unit's records for another unit's lane); a long unit id is cut and keeps a hash of the rest."""
+    lane = f"{unit}-l1"
+    if len(lane) <= 40:
+        return lane
+    return f"{unit[:28]}-{hashlib.sha256(unit.encode()).hexdigest()[:8]}-l1"
 
 
 def parse_source(source: str) -> dict[str, Any]:
@@ -496,8 +505,10 @@ def parse_source(source: str) -> dict[str, Any]:
 UNIT_YAML_HEADER = """\
 # gatewatch edge unit {gate}/{unit}, written by `gatewatch provision-unit`.
 # The MQTT password is not here: systemd loads it from {etc}/edge.env (GATEWATCH_MQTT_PASSWORD).
-# lane1 is a placeholder: run `gatewatch calibrate --config {etc}/unit.yaml --out frame.png`,
+# {lane} is a placeholder: run `gatewatch calibrate --config {etc}/unit.yaml --out frame.png`,
 # look at frame.png and move the line and queue zone onto the real lanes (docs/installer-guide.md).
+# Lane ids are unique within the gate: a lane belongs to one unit. Declare the same lanes and
+# directions in the server's validation.gates ({gate}: {{{unit}: {{{lane}: [in, out]}}}}).
 """
 
 
@@ -517,7 +528,7 @@ def _ensure_unit_config(path: Path, gate: str, unit: str, opts: UnitOptions) -> 
         UnitConfig.model_validate(raw)
     except ValidationError as exc:
         raise ProvisionError(" / ".join(format_validation_error(exc, "starter config").splitlines())) from None
-    header = UNIT_YAML_HEADER.format(gate=gate, unit=unit, etc=opts.etc_dir)
+    header = UNIT_YAML_HEADER.format(gate=gate, unit=unit, etc=opts.etc_dir, lane=starter_lane_id(unit))
     _write(path, header + yaml.safe_dump(raw, sort_keys=False, default_flow_style=None), 0o644)
     return True
 
@@ -579,6 +590,9 @@ def _ensure_server_config(path: Path, name: str, opts: ServerOptions) -> bool:
     header = (
         f"# gatewatch server {name}, written by `gatewatch provision-server`; extend it (influx, alerts).\n"
         f"# The MQTT password is not here: systemd loads {SERVER_PASSWORD_ENV} from {opts.etc_dir}/{SERVER_ENV_FILE}.\n"
+        "# accept_unknown: any provisioned unit may publish, and its lanes are learned from its first records\n"
+        "# and pinned (server-lanes.json beside the spool). Once the lanes are drawn, declare them instead:\n"
+        "#   validation: {gates: {<gate>: {<unit>: {<lane>: [in, out]}}}}\n"
     )
     _write(path, header + yaml.safe_dump(raw, sort_keys=False, default_flow_style=None), 0o644)
     return True
