@@ -149,6 +149,16 @@ class Row:
         return xs[min(len(xs) - 1, round(q * (len(xs) - 1)))] if xs else float("nan")
 
 
+def lane_id(unit: int, lane: int) -> str:
+    """Unique within the gate: a lane belongs to one unit."""
+    return f"u{unit}-l{lane}"
+
+
+def declared(units: int, lanes: int) -> dict[str, dict[str, dict[str, list[str]]]]:
+    """`validation.gates` for the simulated units, as an installer would declare their lanes."""
+    return {"bench": {f"u{u}": {lane_id(u, k): ["in", "out"] for k in range(lanes)} for u in range(units)}}
+
+
 def _messages(units: int, lanes: int, per_lane: int) -> list[tuple[str, str, int, bytes]]:
     """(unit, lane, seq, payload) interleaved as units would send them; windows a day back."""
     from wire.payloads import CountsMessage, QueueStats, VehicleClass, encode
@@ -159,7 +169,8 @@ def _messages(units: int, lanes: int, per_lane: int) -> list[tuple[str, str, int
         for u in range(units):
             for lane in range(lanes):
                 m = CountsMessage(
-                    gate="bench", unit=f"u{u}", lane=f"l{lane}", seq=i, window_start=base + timedelta(seconds=10 * i),
+                    gate="bench", unit=f"u{u}", lane=lane_id(u, lane), seq=i,
+                    window_start=base + timedelta(seconds=10 * i),
                     window_s=10.0, counts={VehicleClass.TRUCK: {"in": i % 5, "out": 1}, VehicleClass.CAR: {"in": 2}},
                     queue=QueueStats(length_max=3, length_mean=1.5, stationary_max=2, clearance_per_min=6.0),
                     frames=120, camera_up=1.0,
@@ -183,7 +194,7 @@ def run_row(tmp: Path, mq_port: int, influx_url: str, units: int, records: int, 
         "mqtt": {"host": "127.0.0.1", "port": mq_port, "client_id": db, "receive_maximum": max(1000, batch_size * 2)},
         "influx": {"api": "v1", "url": influx_url, "database": db, "batch_size": batch_size},
         "spool": {"path": str(tmp / f"{db}.sqlite3")},
-        "validation": {"accept_unknown": True},
+        "validation": {"gates": declared(units, lanes)},
         "alerts": {"silence_wall_clock": False},
         "health": {"interval_s": 5},
     }

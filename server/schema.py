@@ -15,7 +15,6 @@ and cached, and only their numeric fields and timestamp are formatted per record
 from __future__ import annotations
 
 import functools
-import math
 from collections.abc import Iterable
 from datetime import UTC, datetime, timedelta
 
@@ -45,7 +44,6 @@ SERVER_HEALTH = "server_health"
 UNIT_SEQ = "unit_seq"
 
 FieldValue = int | float | bool | str
-Numeric = int | float | bool
 
 _EPOCH = datetime.fromtimestamp(0, UTC)
 _MICROSECOND = timedelta(microseconds=1)
@@ -90,26 +88,26 @@ def epoch_ns(at: datetime) -> int:
     return ((at - _EPOCH) // _MICROSECOND) * 1000
 
 
-def _numeric(value: Numeric) -> str | None:
-    """A field value as `Point` writes it: `3i`, `true`, `1.5` (a whole float loses its `.0`)."""
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, int):
-        return f"{value}i"
-    if not math.isfinite(value):
-        return None
-    s = str(value)
-    return s[:-2] if s.endswith(".0") else s
+def _float(value: float) -> str:
+    """A float field as `Point` writes it: a whole number loses its `.0` (values are validated finite)."""
+    text = repr(float(value))
+    return text[:-2] if text.endswith(".0") else text
 
 
-def numeric_line(series: str, fields: dict[str, Numeric | None], ns: int) -> str:
-    """One line of a cached series with numeric fields only (names are plain identifiers)."""
-    parts = []
-    for name in sorted(fields):
-        value = fields[name]
-        if value is not None and (text := _numeric(value)) is not None:
-            parts.append(f"{name}={text}")
-    return f"{series} {','.join(parts)} {ns}"
+_CLASSES = tuple(VehicleClass)
+
+
+#: ((class, direction, series key), ...) and the queue's series key
+LaneSeries = tuple[tuple[tuple[str, str, str], ...], str]
+
+
+@functools.lru_cache(maxsize=16_384)
+def _lane_series(gate: str, unit: str, lane: str, owned: tuple[str, ...]) -> LaneSeries:
+    """A lane's series keys, once per lane and set of directions: ((class, direction, key), ...), queue key."""
+    ids = (("gate", gate), ("lane", lane), ("unit", unit))
+    counts = tuple((cls.value, d, series_key(LANE_COUNTS, (("class", cls.value), ("direction", d), *ids)))
+                   for cls in _CLASSES for d in owned)
+    return counts, series_key(LANE_QUEUE, ids)
 
 
 def lines_for(message: UnitMessage, directions: Iterable[str] = ()) -> list[str]:
@@ -136,33 +134,32 @@ def counts_lines(m: CountsMessage, directions: Iterable[str] = ()) -> list[str]:
     them leaves the first one's, which describe vehicles that really waited in that window).
     """
     ns = epoch_ns(m.window_start)
-    ids = (("gate", m.gate), ("lane", m.lane), ("unit", m.unit))
-    owned = sorted({*directions, *(d for dirs in m.counts.values() for d in dirs)})
-    out = []
-    for cls in VehicleClass:
-        dirs = m.counts.get(cls, {})
-        for direction in owned:
-            series = series_key(LANE_COUNTS, (("class", cls.value), ("direction", direction), *ids))
-            out.append(f"{series} count={int(dirs.get(direction, 0))}i {ns}")
-    q = m.queue
-    out.append(numeric_line(series_key(LANE_QUEUE, ids), {
-        "window_s": float(m.window_s),
-        "total": int(m.total()),
-        "length_max": int(q.length_max),
-        "length_mean": float(q.length_mean),
-        "stationary_max": int(q.stationary_max),
-        "waits_n": int(q.waits_n),
-        "wait_p50_s": _f(q.wait_p50_s),
-        "wait_p90_s": _f(q.wait_p90_s),
-        "wait_max_s": _f(q.wait_max_s),
-        "clearance_per_min": _f(q.clearance_per_min),
-        "expected_wait_s": _f(q.expected_wait_s),
-        "frames": int(m.frames),
-        "camera_up": float(m.camera_up),
-        "loop_count": None if m.loop_count is None else int(m.loop_count),
-        "seq": int(m.seq),
-    }, ns))
+    counts = {cls.value: dirs for cls, dirs in m.counts.items()}
+    owned = tuple(sorted({*directions, *(d for dirs in counts.values() for d in dirs)}))
+    count_series, queue_series = _lane_series(m.gate, m.unit, m.lane, owned)
+    out = [f"{key} count={int(counts[cls].get(d, 0)) if cls in counts else 0}i {ns}"
+           for cls, d, key in count_series]
+    out.append(f"{queue_series} {_queue_fields(m)} {ns}")
     return out
+
+
+def _queue_fields(m: CountsMessage) -> str:
+    """The `lane_queue` fields in `Point`'s order (sorted by name), absent optional ones left out."""
+    q = m.queue
+    parts = [f"camera_up={_float(m.camera_up)}"]
+    if q.clearance_per_min is not None:
+        parts.append(f"clearance_per_min={_float(q.clearance_per_min)}")
+    if q.expected_wait_s is not None:
+        parts.append(f"expected_wait_s={_float(q.expected_wait_s)}")
+    parts += [f"frames={int(m.frames)}i", f"length_max={int(q.length_max)}i", f"length_mean={_float(q.length_mean)}"]
+    if m.loop_count is not None:
+        parts.append(f"loop_count={int(m.loop_count)}i")
+    parts += [f"seq={int(m.seq)}i", f"stationary_max={int(q.stationary_max)}i", f"total={int(m.total())}i"]
+    for name, value in (("wait_max_s", q.wait_max_s), ("wait_p50_s", q.wait_p50_s), ("wait_p90_s", q.wait_p90_s)):
+        if value is not None:
+            parts.append(f"{name}={_float(value)}")
+    parts += [f"waits_n={int(q.waits_n)}i", f"window_s={_float(m.window_s)}"]
+    return ",".join(parts)
 
 
 def event_points(m: EventMessage) -> list[Point]:

@@ -63,6 +63,11 @@ class Validator:
         self.config = config
         self._clock = clock
         self.ownership = Ownership(config, lanes_file)
+        # made once: every message is checked against them
+        self._max_future = timedelta(seconds=config.max_future_s)
+        self._max_age = timedelta(seconds=config.max_age_s)
+        self._tolerance = timedelta(seconds=config.clock_tolerance_s)
+        self._known = {gate: config.known(gate) for gate in config.gates}
 
     def check(self, topic: str, payload: bytes) -> UnitMessage:
         message = self._decode(topic, payload)
@@ -91,7 +96,7 @@ class Validator:
 
     def ahead(self, message: UnitMessage) -> bool:
         """Stamped further ahead of our clock than the tolerance: stored, but kept away from the alerts."""
-        return _stamp(message) > self._clock() + timedelta(seconds=self.config.clock_tolerance_s)
+        return _stamp(message) > self._clock() + self._tolerance
 
     def _decode(self, topic: str, payload: bytes) -> Message:
         try:
@@ -109,7 +114,7 @@ class Validator:
     def _check_known(self, gate: str, unit: str) -> None:
         if self.config.accept_unknown:
             return
-        units = self.config.known(gate)
+        units = self._known.get(gate)
         if units is None:
             raise WireError("unknown_gate", f"gate {gate!r} is not in the server config")
         if unit not in units:
@@ -118,14 +123,14 @@ class Validator:
     def _check_time(self, message: UnitMessage) -> None:
         stamp = _stamp(message)
         now = self._clock()
-        limit = now + timedelta(seconds=self.config.max_future_s)
+        limit = now + self._max_future
         if stamp > limit:
             raise WireError("future", f"{stamp.isoformat()} is beyond the clock skew bound {limit.isoformat()}")
         if stamp.year < 2000:
             raise WireError("absurd", f"timestamp {stamp.isoformat()} predates any deployment")
         # status is exempt: a Last Will carries the time its unit connected, which may be long ago,
         # and the alert rules still need to hear that the unit went offline
-        oldest = now - timedelta(seconds=self.config.max_age_s)
+        oldest = now - self._max_age
         point_time = message.window_start if isinstance(message, CountsMessage) else stamp
         if not isinstance(message, StatusMessage) and point_time < oldest:
             raise WireError("too_old", f"{point_time.isoformat()} is older than validation.max_age_s "
