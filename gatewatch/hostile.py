@@ -82,7 +82,7 @@ def families(t: Target, rng: random.Random) -> list[tuple[str, Callable[[], Bad]
         d = as_dict(m)
         d["counts"] = {"truck": {f"d{i}": 1 for i in range(1000)}}
         d["queue"] = {"length_max": 0, "length_mean": 0.0, "stationary_max": 0}
-        return (t.topic(m.unit), json.dumps(d).encode(), "foreign_direction")
+        return (t.topic(m.unit), json.dumps(d).encode(), "too_many_fields")
 
     def foreign_lane() -> Bad:
         units = sorted(t.lanes)

@@ -51,6 +51,8 @@ log = logging.getLogger(__name__)
 
 #: how often the wall-clock silence check runs
 SILENCE_CHECK_S = 1.0
+#: rejections are logged at most once per reason in this many seconds (the rest are counted)
+REJECTION_LOG_S = 1.0
 
 
 @dataclass
@@ -86,6 +88,7 @@ class Server:
         self.clashes = KeyClashes()
         #: the spool refused the last batch it was offered (and the database could not take it either)
         self.spool_full = False
+        self._rejection_log: dict[str, tuple[float, int]] = {}
         self._stop = threading.Event()
         self._batch = _Batch()
         self._next_health = self._next_republish = self._next_silence = 0.0
@@ -244,12 +247,26 @@ class Server:
 
     def _reject(self, item: Received, reason: str, detail: str) -> None:
         self.health.on_rejected(reason)
-        log.warning("rejected message on %s: %s: %.200s", item.topic, reason, detail)
+        self._log_rejection(item.topic, reason, detail)
         letter = DeadLetter(
             topic=item.topic[:512], reason=reason[:40], detail=detail[:1000],
             payload=item.payload[:2048].decode("utf-8", "backslashreplace")[:2048], at=self.clock(),
         )
         self.subscriber.publish(DEAD_LETTER, encode(letter), qos=1)
+
+    def _log_rejection(self, topic: str, reason: str, detail: str) -> None:
+        """One line per reason per second, and a count of the rest: a flood of bad input must not
+        flood the journal (or cost more than rejecting it); every message is on the dead-letter topic."""
+        now = time.monotonic()
+        since, quiet = self._rejection_log.get(reason, (0.0, 0))
+        if now - since < REJECTION_LOG_S:
+            self._rejection_log[reason] = (since, quiet + 1)
+            return
+        if quiet:
+            log.warning("%d more messages rejected for %s in the last %.0f s (each one is on %s)", quiet, reason,
+                        now - since, DEAD_LETTER)
+        self._rejection_log[reason] = (now, 0)
+        log.warning("rejected message on %s: %s: %.200s", topic, reason, detail)
 
     def _db_rejected(self, line: str, reason: str) -> None:
         """A line the database refused for good (a type conflict, a point beyond its retention):

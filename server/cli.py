@@ -77,13 +77,15 @@ def bench_server(
     lanes: int = typer.Option(4, "--lanes", help="lanes per unit"),
     rate: float = typer.Option(0.0, "--rate", help="records/s offered (0: as fast as possible)"),
     batch_size: int = typer.Option(500, "--batch-size", help="server influx.batch_size (messages per write)"),
+    hostile: list[float] = typer.Option(
+        [0.0], "--hostile", help="bad messages mixed in per valid record, one row each (gatewatch.hostile)"),
 ) -> None:
     """Window records/s from N simulated units through mosquitto and the server into influxd."""
     from server import ServerError
     from server.bench import run_bench
 
     try:
-        run_bench(units, records, lanes, rate, batch_size)
+        run_bench(units, records, lanes, rate, batch_size, hostile)
     except ServerError as exc:
         raise _fail(str(exc), 1) from None
 

@@ -28,6 +28,7 @@ from wire.payloads import (
     HealthMessage,
     Message,
     StatusMessage,
+    VehicleClass,
     decode_message,
 )
 
@@ -39,6 +40,11 @@ INT64_MAX = 2**63 - 1
 HUGE_DIGITS = 39
 #: no message nests deeper than 3 (record -> counts -> class); anything past this is an attack
 MAX_DEPTH = 16
+#: objects and arrays a message may open (`{` and `[`, strings' included): a record has under ten,
+#: and its few free-text fields could add at most 124; counted before parsing, so deep JSON costs nothing
+MAX_CONTAINERS = 256
+#: keys a message may have beyond its lane's counts: a record has about 40
+KEYS_BESIDE_COUNTS = 64
 
 
 def utc_now() -> datetime:
@@ -68,6 +74,8 @@ class Validator:
         self._max_age = timedelta(seconds=config.max_age_s)
         self._tolerance = timedelta(seconds=config.clock_tolerance_s)
         self._known = {gate: config.known(gate) for gate in config.gates}
+        #: 4 classes x the most directions a lane may have, and the rest of a record
+        self._max_keys = len(VehicleClass) * (1 + config.max_directions_per_lane) + KEYS_BESIDE_COUNTS
 
     def check(self, topic: str, payload: bytes) -> UnitMessage:
         message = self._decode(topic, payload)
@@ -99,6 +107,16 @@ class Validator:
         return _stamp(message) > self._clock() + self._tolerance
 
     def _decode(self, topic: str, payload: bytes) -> Message:
+        # two byte counts (C speed, before any parsing) turn away the costliest garbage cheaply
+        if len(payload) > 1024 and len(payload) <= self.config.max_payload_bytes:
+            containers = payload.count(b"{") + payload.count(b"[")
+            if containers > MAX_CONTAINERS:
+                raise WireError("too_deep", f"{containers} objects and arrays > {MAX_CONTAINERS}: nested deeper or "
+                                            "wider than any message")
+            keys = payload.count(b'":')
+            if keys > self._max_keys:
+                raise WireError("too_many_fields", f"{keys} keys > {self._max_keys}: more than a record of a lane "
+                                                   f"with {self.config.max_directions_per_lane} directions can hold")
         try:
             return decode_message(topic, payload, max_bytes=self.config.max_payload_bytes)
         except WireError as exc:
