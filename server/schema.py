@@ -179,6 +179,8 @@ def health_points(m: HealthMessage) -> list[Point]:
             "outbox_depth": int(m.outbox_depth),
             "outbox_oldest_s": _f(m.outbox_oldest_s),
             "dropped_records": int(m.dropped_records),
+            "outbox_first_seq": None if m.outbox_first_seq is None else int(m.outbox_first_seq),
+            "outbox_lost": int(m.outbox_lost),
             "cpu_temp_c": _f(m.cpu_temp_c),
             "throttled": m.throttled,
             "mem_mb": float(m.mem_mb),
