@@ -18,8 +18,11 @@ status whose last seq is below `through_seq`, or a fresh health whose own seq is
 retained statement), so a re-delivered old copy is never taken for a reset. On a reset the
 tracker counts the seqs it had seen announced but never stored as gaps, and starts again at 0:
 claiming the old `through_seq` for the new numbering would tell the unit to delete rows never
-stored. (The unit must itself ignore a retained `through_seq` above its own last seq: that one
-speaks of its previous life.)
+stored. The new life's first messages may have come before the one that showed the reset, and
+been taken for re-deliveries; those stamped after the newest message of the old life are settled
+again in the new numbering (a new life's clock running behind only delays them: the unit sends
+them again). (The unit must itself ignore a retained `through_seq` above its own last seq:
+that one speaks of its previous life.)
 
 A unit is tracked from its first health with `outbox_first_seq` (everything older is gone from
 the unit, so nothing is owed) or from our own retained statement read back on restart, whichever
@@ -30,11 +33,13 @@ Only the processing thread calls this, after the batch holding the messages is d
 
 from __future__ import annotations
 
+from collections import deque
 from dataclasses import dataclass, field
 from datetime import datetime
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from server.validation import stamp
 from wire.payloads import (
     CountsMessage,
     EventMessage,
@@ -45,6 +50,8 @@ from wire.payloads import (
 )
 
 UnitKey = tuple[str, str]
+#: repeats remembered per unit, to be settled again if they turn out to be a new life's
+REPEATS = 1000
 
 
 class SeqHealth(BaseModel):
@@ -69,6 +76,10 @@ class _Unit:
     restored: bool = False
     dirty: bool = False
     next_publish: float = 0.0
+    #: (seq, stamp) of recent messages at or below the mark: re-deliveries, or a new life's first words
+    repeats: deque[tuple[int, datetime]] = field(default_factory=lambda: deque(maxlen=REPEATS))
+    #: the newest stamp of a message settled in this life
+    newest: datetime | None = None
 
 
 class StoredTracker:
@@ -92,11 +103,11 @@ class StoredTracker:
         if isinstance(message, HealthMessage):
             if self._fresh(u, message.at) and u.through is not None and message.seq <= u.through:
                 self._reset(u)
-            self._settle(u, message.seq)
+            self._settle(u, message.seq, message.at)
             if message.outbox_first_seq is not None:
                 self._oldest_held(u, message.outbox_first_seq)
             return
-        self._settle(u, message.seq)
+        self._settle(u, message.seq, stamp(message))
 
     def restore(self, message: StoredMessage) -> bool:
         """Our own retained statement, read back on (re)subscribe: the memory of a previous run. The
@@ -145,9 +156,11 @@ class StoredTracker:
             u.last_at = at
         return fresh
 
-    def _settle(self, u: _Unit, seq: int) -> None:
+    def _settle(self, u: _Unit, seq: int, at: datetime) -> None:
         if u.through is not None and seq <= u.through:
-            return  # a re-delivery: already counted
+            u.repeats.append((seq, at))  # a re-delivery, already counted (or a new life's, see _reset)
+            return
+        u.newest = at if u.newest is None else max(u.newest, at)
         if u.through is not None and seq == u.through + 1:
             u.through = seq
             u.dirty = True
@@ -180,6 +193,11 @@ class StoredTracker:
         u.pending = set()
         u.dirty = True
         u.next_publish = 0.0  # say it at once: the unit holds a through_seq of its previous life
+        new_life = [(seq, at) for seq, at in u.repeats if u.newest is None or at > u.newest]
+        u.repeats.clear()
+        u.newest = None
+        for seq, at in new_life:
+            self._settle(u, seq, at)
 
     def _absorb(self, u: _Unit) -> None:
         if u.through is None:

@@ -104,7 +104,7 @@ class Validator:
 
     def ahead(self, message: UnitMessage) -> bool:
         """Stamped further ahead of our clock than the tolerance: stored, but kept away from the alerts."""
-        return _stamp(message) > self._clock() + self._tolerance
+        return stamp(message) > self._clock() + self._tolerance
 
     def _decode(self, topic: str, payload: bytes) -> Message:
         # two byte counts (C speed, before any parsing) turn away the costliest garbage cheaply
@@ -139,17 +139,17 @@ class Validator:
             raise WireError("unknown_unit", f"unit {unit!r} is not configured for gate {gate!r}")
 
     def _check_time(self, message: UnitMessage) -> None:
-        stamp = _stamp(message)
+        at = stamp(message)
         now = self._clock()
         limit = now + self._max_future
-        if stamp > limit:
-            raise WireError("future", f"{stamp.isoformat()} is beyond the clock skew bound {limit.isoformat()}")
-        if stamp.year < 2000:
-            raise WireError("absurd", f"timestamp {stamp.isoformat()} predates any deployment")
+        if at > limit:
+            raise WireError("future", f"{at.isoformat()} is beyond the clock skew bound {limit.isoformat()}")
+        if at.year < 2000:
+            raise WireError("absurd", f"timestamp {at.isoformat()} predates any deployment")
         # status is exempt: a Last Will carries the time its unit connected, which may be long ago,
         # and the alert rules still need to hear that the unit went offline
         oldest = now - self._max_age
-        point_time = message.window_start if isinstance(message, CountsMessage) else stamp
+        point_time = message.window_start if isinstance(message, CountsMessage) else at
         if not isinstance(message, StatusMessage) and point_time < oldest:
             raise WireError("too_old", f"{point_time.isoformat()} is older than validation.max_age_s "
                                        f"({self.config.max_age_s:g} s): the database would drop it")
@@ -163,7 +163,7 @@ class Validator:
             raise WireError("absurd", "queue mean or stationary count above the queue maximum")
 
 
-def _stamp(message: UnitMessage) -> datetime:
+def stamp(message: UnitMessage) -> datetime:
     """When a message happened: a window at its end, an event at its crossing, the rest at `at`."""
     if isinstance(message, CountsMessage):
         return message.window_start + timedelta(seconds=message.window_s)

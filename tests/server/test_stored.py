@@ -85,6 +85,19 @@ def test_a_fresh_online_status_below_the_mark_is_a_reset() -> None:
     assert through(t) == 4
 
 
+def test_a_new_lifes_first_records_ahead_of_its_reset_are_settled_in_it() -> None:
+    """Re-imaged, the unit's first records (seq 1..3) can arrive before the status or health that
+    shows the reset, looking like re-deliveries; an old re-delivery in between must stay old."""
+    t = StoredTracker()
+    feed(t, health(1, first=1, at_s=0), *(rec(s) for s in range(2, 41)))
+    assert through(t) == 40
+    old_copy = counts_message("u1", "l1", 30, seq=30)  # the old life's seq 30, delivered again
+    new_life = [counts_message("u1", "l1", 1000 + s, seq=s) for s in (1, 2, 3)]  # windows after the old ones
+    feed(t, old_copy, *new_life, health(4, first=1, at_s=10_000))
+    assert t.totals() == (0, 1)
+    assert through(t) == 4  # 1..3 settled again in the new numbering; 30 is not taken for the new 30
+
+
 def test_a_fresh_health_at_or_below_the_mark_is_a_reset_and_old_copies_are_not() -> None:
     t = StoredTracker()
     feed(t, health(1, first=1, at_s=0), *(rec(s) for s in range(2, 51)), health(51, first=40, at_s=10))
