@@ -33,6 +33,7 @@ Only the processing thread calls this, after the batch holding the messages is d
 
 from __future__ import annotations
 
+import logging
 from collections import deque
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -48,6 +49,8 @@ from wire.payloads import (
     StoredMessage,
     UnitState,
 )
+
+log = logging.getLogger(__name__)
 
 UnitKey = tuple[str, str]
 #: repeats remembered per unit, to be settled again if they turn out to be a new life's
@@ -67,6 +70,7 @@ class SeqHealth(BaseModel):
 
 @dataclass
 class _Unit:
+    name: str
     through: int | None = None
     pending: set[int] = field(default_factory=set)
     gaps: int = 0
@@ -147,7 +151,10 @@ class StoredTracker:
     # -- the bookkeeping -----------------------------------------------------------------------
 
     def _unit(self, gate: str, unit: str) -> _Unit:
-        return self._units.setdefault((gate, unit), _Unit())
+        key = (gate, unit)
+        if key not in self._units:
+            self._units[key] = _Unit(f"{gate}/{unit}")
+        return self._units[key]
 
     @staticmethod
     def _fresh(u: _Unit, at: datetime) -> bool:
@@ -177,7 +184,11 @@ class StoredTracker:
             u.pending = {s for s in u.pending if s > u.through}
         elif first - 1 > u.through:
             arrived = {s for s in u.pending if s < first}
-            u.gaps += first - 1 - u.through - len(arrived)
+            lost = first - 1 - u.through - len(arrived)
+            if lost:
+                log.warning("unit %s no longer holds seqs %d..%d: %d never arrived, lost for good (a gap)",
+                            u.name, u.through + 1, first - 1, lost)
+            u.gaps += lost
             u.pending -= arrived
             u.through = first - 1
         else:
@@ -186,8 +197,12 @@ class StoredTracker:
         self._absorb(u)
 
     def _reset(self, u: _Unit) -> None:
+        lost = 0
         if u.pending and u.through is not None:
-            u.gaps += max(u.pending) - u.through - len(u.pending)  # announced, never stored
+            lost = max(u.pending) - u.through - len(u.pending)  # announced, never stored
+            u.gaps += lost
+        log.warning("unit %s started its seqs again below %s (re-imaged, or its state lost): a reset; %d seqs of "
+                    "its previous life never arrived", u.name, u.through, lost)
         u.resets += 1
         u.through = 0  # a unit's seqs start at 1
         u.pending = set()
@@ -217,6 +232,8 @@ class StoredTracker:
             u.pending = set(keep)
             return
         lowest = min(u.pending)
+        log.warning("unit %s: seqs %d..%d never arrived and %d more wait above them; given up as a gap",
+                    u.name, u.through + 1, lowest - 1, len(u.pending))
         u.gaps += lowest - u.through - 1
         u.through = lowest - 1
         u.dirty = True
