@@ -1,46 +1,25 @@
 """Edge commands: replay a clip, check accuracy against ground truth, benchmark, validate config.
 
-Every command turns expected failures (bad config, missing model, unreadable video, camera
-that never opens) into one clear line on stderr and a non-zero exit: operators read these
-in journald, where a traceback buries the one line that matters.
+Every command runs inside `common.cli.guarded`: expected failures (bad config, missing model,
+unreadable video, camera that never opens) are one `error:` line on stderr and the exit code
+of their kind (common.errors).
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
-from typing import Annotated, TypeVar
+from typing import Annotated
 
 import typer
 from rich.console import Console
-from rich.markup import escape
 
-from edge import EdgeError
+from common.cli import fail, guarded
+from common.errors import EXIT_FAILURE, UsageError
 from edge.service.cli import register_runtime
 
-T = TypeVar("T")
 console = Console()
-err_console = Console(stderr=True)
-
-
-def fail(message: str, code: int = 2) -> typer.Exit:
-    # escaped: a path or URL in the message must not be read as rich markup
-    err_console.print(f"[bold red]error:[/] {escape(message)}", highlight=False, soft_wrap=True)
-    return typer.Exit(code)
-
-
-def guarded(fn: Callable[[], T], expected: tuple[type[Exception], ...] = ()) -> T:
-    """Run a command body, printing expected errors (EdgeError and `expected`) as one line
-    instead of a traceback."""
-    catch: tuple[type[Exception], ...] = (EdgeError, *expected)
-    try:
-        return fn()
-    except catch as exc:
-        raise fail(str(exc)) from None
-    except KeyboardInterrupt:
-        raise fail("interrupted", 130) from None
 
 
 def _setup_logging(verbose: bool) -> None:
@@ -117,7 +96,7 @@ def evaluate_cmd(
         from edge.devtools.evaluation import print_matrix, print_results, run_eval
 
         if conditions is not None and fps is not None:
-            raise EdgeError("give --conditions or --fps, not both (the conditions include fps10 and fps5)")
+            raise UsageError("give --conditions or --fps, not both (the conditions include fps10 and fps5)")
         chosen = parse_conditions(conditions) if conditions is not None else [
             at_rate(fps) if fps is not None else CONDITIONS["clean"]
         ]
@@ -131,7 +110,7 @@ def evaluate_cmd(
         ours = [r for results in runs["gatewatch"].values() for r in results]
         bad = [r for r in ours if not r.ok]
         if bad:
-            raise fail(f"{len(bad)} of {len(ours)} rows outside tolerance", 1)
+            raise fail(f"{len(bad)} of {len(ours)} rows outside tolerance", EXIT_FAILURE)
 
     guarded(body)
 

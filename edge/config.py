@@ -1,7 +1,8 @@
 """Unit configuration: one YAML file per edge unit, validated strictly.
 
-`extra="forbid"` everywhere: a typo in a field name at a gate must fail loudly at start-up
-(`gatewatch edge --validate-config`), not silently fall back to a default.
+In the project's one config style (common.config): strict models, so a typo in a field name at
+a gate fails loudly at start-up (`gatewatch edge --validate-config`) instead of silently falling
+back to a default; the broker password named by environment variable, never written here.
 """
 
 from __future__ import annotations
@@ -11,19 +12,11 @@ import os
 from pathlib import Path
 from typing import Annotated, Literal
 
-import yaml
-from pydantic import (
-    AwareDatetime,
-    BaseModel,
-    ConfigDict,
-    Field,
-    SecretStr,
-    ValidationError,
-    field_validator,
-    model_validator,
-)
+from pydantic import AwareDatetime, Field, field_validator, model_validator
 
-from edge import EdgeError
+from common.config import MetricsConfig, MqttConnection
+from common.config import StrictModel as _Strict
+from common.config import load_config as load_yaml_config
 from wire.payloads import VehicleClass
 from wire.topics import ID_PATTERN
 
@@ -38,14 +31,6 @@ DEFAULT_CLASS_MAP: dict[str, VehicleClass] = {
     "bus": VehicleClass.BUS,
     "motorcycle": VehicleClass.MOTORBIKE,
 }
-
-
-class ConfigError(EdgeError):
-    """The config file is missing, unparsable or invalid."""
-
-
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
 
 
 class SourceConfig(_Strict):
@@ -125,11 +110,21 @@ class LaneConfig(_Strict):
     )
 
 
+ModelFormat = Literal["auto", "pt", "onnx", "ncnn"]
+
+
 class ModelConfig(_Strict):
     path: Path = Field(
         Path("../shared/models/yolov8n.pt"),
         title="Model path",
         description="any format ultralytics loads: .pt, .onnx, .tflite, NCNN folder; never a bare name",
+    )
+    format: ModelFormat = Field(
+        "auto",
+        title="Runtime format",
+        description="how a .pt model runs: onnx (ONNX Runtime) or ncnn (NCNN), exported once and cached, "
+        "without torch; pt (ultralytics, torch); auto: the fastest that counts exactly (onnx on x86, ncnn "
+        "on Arm). A path that is already an export runs in its own format",
     )
     imgsz: int = Field(480, ge=64, le=1920, multiple_of=32, title="Inference image size")
     conf: float = Field(
@@ -191,36 +186,46 @@ class CountingConfig(_Strict):
     events: bool = Field(False, title="Publish per-crossing events")
 
 
-class MqttConfig(_Strict):
-    host: str = Field("127.0.0.1", title="Broker host")
-    port: int = Field(1883, gt=0, lt=65536, title="Broker port")
-    username: str | None = Field(None, title="Username")
-    password: SecretStr | None = Field(
-        None, title="Password", description="or set GATEWATCH_MQTT_PASSWORD; never logged"
+class MqttConfig(MqttConnection):
+    """The unit's broker link: the shared connection settings plus the outbox drain."""
+
+    session_expiry_s: int = Field(
+        7 * 24 * 3600, ge=0, title="Session expiry (s)",
+        description="how long the broker keeps the unit's session (and its unacknowledged messages)",
     )
-    tls_ca: Path | None = Field(None, title="CA certificate", description="enables TLS")
-    tls_cert: Path | None = Field(None, title="Client certificate")
-    tls_key: Path | None = Field(None, title="Client key")
-    keepalive_s: int = Field(30, ge=5, le=3600, title="Keepalive")
-    session_expiry_s: int = Field(7 * 24 * 3600, ge=0, title="Session expiry")
-    reconnect_min_s: float = Field(1.0, gt=0, title="First reconnect delay")
-    reconnect_max_s: float = Field(60.0, gt=0, title="Longest reconnect delay")
+    reconnect_min_s: float = Field(
+        1.0, gt=0, title="First reconnect delay (s)", description="doubles per failed attempt"
+    )
+    reconnect_max_s: float = Field(60.0, gt=0, title="Longest reconnect delay (s)", description="backoff cap")
     drain_rate_per_s: float = Field(
         200.0, gt=0, title="Backlog drain rate", description="records/s after reconnect"
     )
     max_inflight: int = Field(20, ge=1, le=1000, title="Unacknowledged messages in flight")
 
-    def password_value(self) -> str | None:
-        env = os.environ.get("GATEWATCH_MQTT_PASSWORD")
-        if env:
-            return env
-        return self.password.get_secret_value() if self.password else None
-
 
 class OutboxConfig(_Strict):
-    path: Path = Field(Path("/var/lib/gatewatch/outbox.sqlite3"), title="Outbox file")
+    path: Path = Field(
+        Path("/var/lib/gatewatch/outbox.sqlite3"), title="Outbox file",
+        description="the seq mark (<name>.seq) and the disk reserve (<name>.reserve) live beside it",
+    )
     max_bytes: int = Field(
-        256 * 1024 * 1024, ge=64 * 1024, title="Disk bound", description="oldest dropped first"
+        256 * 1024 * 1024, ge=64 * 1024, title="Disk bound",
+        description="stored messages, acknowledged-but-not-yet-stored ones included; oldest dropped first",
+    )
+    reserve_bytes: int = Field(
+        8 * 1024 * 1024, ge=64 * 1024, title="Disk headroom",
+        description="free space the outbox never uses on its filesystem, plus a file of this size it gives "
+        "back when the disk fills anyway, so that dropping the oldest rows always has room to run",
+    )
+    resend_after_s: float = Field(
+        120.0, gt=0, le=86_400, title="Re-send after (s)",
+        description="a message the broker acknowledged but the server has not confirmed stored after this "
+        "long is published again: a broker that crashes loses what it acknowledged since its last save",
+    )
+    ledger_s: float = Field(
+        900.0, ge=0, le=7 * 86_400, title="Window memory (s)",
+        description="how far back the unit remembers the windows it emitted, so that a second piece of one "
+        "window (a restart inside it, the clock stepping back) is merged into one record, not sent as a clash",
     )
 
 
@@ -249,6 +254,29 @@ class GpioConfig(_Strict):
     alert_stale_s: float = Field(90.0, gt=0, title="Alert staleness", description="beyond this, show unknown")
 
 
+class HomeAssistantConfig(_Strict):
+    """Home Assistant MQTT discovery (edge/service/discovery.py, docs/operator-guide.md).
+
+    Off by default: discovery configs create entities in every Home Assistant that listens on the
+    broker, and the broker must grant the unit its discovery topics (provisioning does, for a unit
+    whose unit.yaml turns this on). A gate that runs Home Assistant turns it on per unit.
+    """
+
+    enabled: bool = Field(False, title="Publish discovery", description="announce this unit's lanes to Home Assistant")
+    discovery_prefix: str = Field(
+        "homeassistant", pattern=r"^[a-zA-Z0-9_-]+$", title="Discovery prefix",
+        description="Home Assistant's mqtt discovery_prefix",
+    )
+    status_topic: str = Field(
+        "homeassistant/status", min_length=1, title="Birth topic",
+        description="where Home Assistant announces `online` (its birth message); the configs are sent again then",
+    )
+
+
+class UnitMetricsConfig(MetricsConfig):
+    port: int = Field(9731, ge=1, le=65535, title="Listen port", description="TCP port of the unit's /metrics")
+
+
 class UnitConfig(_Strict):
     gate: Id = Field(title="Gate id", description="e.g. huu-nghi")
     unit: Id = Field(title="Unit id", description="unique within the gate")
@@ -260,6 +288,12 @@ class UnitConfig(_Strict):
     outbox: OutboxConfig = Field(default_factory=OutboxConfig)
     health: HealthConfig = Field(default_factory=HealthConfig)
     gpio: GpioConfig = Field(default_factory=GpioConfig)
+    homeassistant: HomeAssistantConfig = Field(
+        default_factory=HomeAssistantConfig, title="Home Assistant", description="MQTT discovery of lanes"
+    )
+    metrics: UnitMetricsConfig = Field(
+        default_factory=UnitMetricsConfig, title="Prometheus metrics", description="/metrics of the unit"
+    )
 
     @model_validator(mode="after")
     def _unique_lanes(self) -> UnitConfig:
@@ -274,34 +308,13 @@ class UnitConfig(_Strict):
 
     def config_hash(self) -> str:
         """Short hash published in `status`, so operators can tell which config a unit runs."""
-        dumped = self.model_dump_json(exclude={"mqtt": {"password"}})
-        return hashlib.sha256(dumped.encode()).hexdigest()[:16]
-
-
-def format_validation_error(exc: ValidationError, source: str) -> str:
-    lines = [f"{source}: {exc.error_count()} error(s)"]
-    for err in exc.errors():
-        loc = ".".join(str(p) for p in err["loc"]) or "<root>"
-        lines.append(f"  {loc}: {err['msg']}")
-    return "\n".join(lines)
+        return hashlib.sha256(self.model_dump_json().encode()).hexdigest()[:16]
 
 
 def load_config(path: Path | str, base_dir: Path | None = None) -> UnitConfig:
     """Read and validate a unit config; relative paths in it resolve against the file's folder."""
     path = Path(path)
-    try:
-        raw = yaml.safe_load(path.read_text())
-    except FileNotFoundError:
-        raise ConfigError(f"config file not found: {path}") from None
-    except (OSError, yaml.YAMLError) as exc:
-        raise ConfigError(f"cannot read config {path}: {exc}") from None
-    if not isinstance(raw, dict):
-        raise ConfigError(f"{path}: expected a mapping at the top level")
-    try:
-        cfg = UnitConfig.model_validate(raw)
-    except ValidationError as exc:
-        raise ConfigError(format_validation_error(exc, str(path))) from None
-    return resolve_paths(cfg, base_dir or path.parent)
+    return resolve_paths(load_yaml_config(UnitConfig, path), base_dir or path.parent)
 
 
 def resolve_paths(cfg: UnitConfig, base: Path) -> UnitConfig:

@@ -85,7 +85,7 @@ class Pipeline:
         if frame.image is None:
             return self.windows.advance(frame.t)
         self.stats.total_s["decode"] += self.source.decode_ms / 1000
-        dets = self.tracker.update(frame.image)
+        dets = self.tracker.update(frame.image, frame.t)
         self.stats.inference_ms = self.tracker.last_inference_ms
         self.stats.total_s["inference"] += self.tracker.last_inference_ms / 1000
         self.stats.total_s["tracking"] += self.tracker.last_tracking_ms / 1000
@@ -156,9 +156,9 @@ def replay_start(cfg: UnitConfig, now: float | None = None) -> float:
 def make_tracker(model: ModelConfig) -> Tracker:
     """The one place that picks the real detector and tracker for a model config: the live unit,
     replay, eval and the benchmark all take what a user with these settings would get."""
-    from edge.stages.detector import UltralyticsTracker
+    from edge.stages.detector import build_tracker
 
-    return UltralyticsTracker(model)
+    return build_tracker(model)
 
 
 def build_pipeline(

@@ -9,18 +9,12 @@ database, and stops everything it started, even on Ctrl-C.
 
 from __future__ import annotations
 
-import json
 import os
 import secrets
 import shutil
-import signal
-import socket
-import subprocess
 import sys
 import threading
 import time
-import urllib.parse
-import urllib.request
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
@@ -29,18 +23,19 @@ from typing import Any
 
 import paho.mqtt.client as mqtt
 import yaml
-from paho.mqtt.enums import CallbackAPIVersion
 from rich.console import Console
 from rich.live import Live
 from rich.table import Table
 
-from edge import EdgeError
+from common.errors import GatewatchError
+from common.mqtt import make_client
 from edge.devtools.truth import read_ground_truth
 from edge.paths import default_model, footage_dir
 from edge.stages.geometry import side_names
-from gatewatch.provision import server_acl, unit_acl, unit_username
+from gatewatch.provision import server_acl, set_mosquitto_password, unit_acl, unit_username
+from gatewatch.services import Broker, Influx1, Process, QueryError, start_influxd, start_mosquitto
 from wire.errors import WireError
-from wire.payloads import AlertMessage, CountsMessage, decode_message
+from wire.payloads import ActiveAlert, AlertLevel, AlertMessage, CountsMessage, StatusMessage, UnitState, decode_message
 
 GATE = "demo"
 SERVER_USER = "demo-server"
@@ -52,63 +47,8 @@ DEFAULT_CLIPS = (
 )
 
 
-class DemoError(EdgeError):
-    """The demo cannot start (a missing binary, clip or model)."""
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def _binary(name: str, fallback: str) -> str:
-    found = shutil.which(name) or (fallback if Path(fallback).exists() else None)
-    if not found:
-        raise DemoError(f"{name} not found: run `bash scripts/setup.sh` (it installs mosquitto and influxdb)")
-    return found
-
-
-def _wait_port(port: int, proc: subprocess.Popen[bytes], what: str, log: Path, timeout: float = 30) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise DemoError(f"{what} exited: {log.read_text(errors='replace')[-500:]}")
-        with socket.socket() as s:
-            s.settimeout(0.2)
-            if s.connect_ex(("127.0.0.1", port)) == 0:
-                return
-        time.sleep(0.1)
-    raise DemoError(f"{what} did not listen on port {port} within {timeout:.0f}s")
-
-
-@dataclass
-class Procs:
-    """Everything the demo started, stopped in reverse order whatever happens."""
-
-    items: list[tuple[str, subprocess.Popen[bytes]]] = field(default_factory=list)
-
-    def start(
-        self, name: str, argv: list[str], log: Path, env: dict[str, str] | None = None
-    ) -> subprocess.Popen[bytes]:
-        with log.open("ab") as out:
-            proc = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT, env=env, start_new_session=True)
-        self.items.append((name, proc))
-        return proc
-
-    def stop(self, proc: subprocess.Popen[bytes], timeout: float = 20) -> int:
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
-            try:
-                proc.wait(timeout)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
-        return proc.returncode
-
-    def stop_all(self) -> None:
-        for _, proc in reversed(self.items):
-            self.stop(proc)
+class DemoError(GatewatchError):
+    """The demo cannot run: a missing clip or model, a unit that failed, counts that never reached InfluxDB."""
 
 
 @dataclass
@@ -134,12 +74,47 @@ def pick_clips(names: list[str] | None, short: bool) -> list[Clip]:
     return clips
 
 
+#: the demo's congestion rule: vehicles *standing* in the queue zone, not vehicles passing through it.
+#: The clips are free-flowing roads, where a busy zone is traffic, not a queue; by the default metric
+#: (`length_max`, everything in the zone) an 11-car motorway clip would read "congested".
+CONGESTED = {"metric": "stationary_max", "raise_at": 3, "raise_for_s": 10, "clear_below": 1, "clear_for_s": 10}
+#: alerts that a replay raises by ending, not by anything on the road (see `LaneView.while_playing`)
+END_OF_REPLAY = ("unit_offline", "camera_down")
+
+
 @dataclass
 class LaneView:
     counts: dict[str, int] = field(default_factory=dict)
     queue: int = 0
+    standing: int = 0
     expected_wait_s: float | None = None
-    alert: str = "-"
+    #: (start, end, camera_up) of the lane's latest window
+    last_window: tuple[float, float, float] | None = None
+    alert: AlertMessage | None = None
+
+    def while_playing(self, finished: bool) -> list[ActiveAlert]:
+        """The lane's alerts as they stood while its footage played: once the unit has finished, the
+        alerts its ending raised are left out. `unit_offline`: the unit signed off after its clip.
+        `camera_down` raised at the end of the lane's last window when the camera delivered frames
+        for only part of it: the clip ended inside that window, the camera did not fail."""
+        active = list(self.alert.active) if self.alert else []
+        if not finished:
+            return active
+        end_of_clip = self.last_window is not None and self.last_window[2] < 1.0
+        return [a for a in active if not (
+            a.rule == "unit_offline"
+            or (a.rule == "camera_down" and end_of_clip and self.last_window is not None
+                and a.since.timestamp() >= self.last_window[1] - 1e-6)
+        )]
+
+
+def describe(active: list[ActiveAlert]) -> str:
+    """`orange: congested (queue 5 >= 3 for 10 s)`: the level, then each rule with why it holds."""
+    if not active:
+        return "green"
+    level = max((a.level for a in active), key=lambda lv: lv.rank)
+    rules = "; ".join(f"{a.rule} ({a.detail})" if a.detail and a.rule != "gate_level" else a.rule for a in active)
+    return f"{level.value}: {rules}" if level != AlertLevel.GREEN else f"green ({rules})"
 
 
 class LiveView:
@@ -147,10 +122,11 @@ class LiveView:
 
     def __init__(self, port: int, password: str) -> None:
         self.lanes: dict[tuple[str, str], LaneView] = {}
-        self.alerts: dict[str, str] = {}
+        self.alerts: dict[str, AlertMessage] = {}
+        #: units whose last status says offline: their clip has played and they signed off
+        self.signed_off: set[str] = set()
         self.lock = threading.Lock()
-        self.client = mqtt.Client(callback_api_version=CallbackAPIVersion.VERSION2, client_id="demo-view")
-        self.client.username_pw_set(SERVER_USER, password)
+        self.client = make_client("demo-view", username=SERVER_USER, password=password)
         self.client.on_connect = lambda c, u, f, rc, p: c.subscribe(f"gatewatch/v1/{GATE}/#", qos=1)
         self.client.on_message = self._on_message
         self.client.connect_async("127.0.0.1", port)
@@ -168,24 +144,40 @@ class LiveView:
                     for d, n in dirs.items():
                         view.counts[f"{cls.value} {d}"] = view.counts.get(f"{cls.value} {d}", 0) + n
                 view.queue = m.queue.length_max
+                view.standing = m.queue.stationary_max
                 view.expected_wait_s = m.queue.expected_wait_s
+                start = m.window_start.timestamp()
+                view.last_window = (start, start + m.window_s, m.camera_up)
             elif isinstance(m, AlertMessage):
-                rules = ", ".join(a.rule for a in m.active)
-                self.alerts[m.lane] = f"{m.level.value}{': ' + rules if rules else ''}"
+                self.alerts[m.lane] = m
+            elif isinstance(m, StatusMessage):
+                if m.state == UnitState.OFFLINE:
+                    self.signed_off.add(m.unit)
+                else:
+                    self.signed_off.discard(m.unit)
 
     def total(self) -> int:
         with self.lock:
             return sum(sum(v.counts.values()) for v in self.lanes.values())
 
-    def table(self, status: str) -> Table:
-        table = Table(title=f"gatewatch demo: gate '{GATE}' ({status})")
-        for col in ("unit", "lane", "counts", "queue", "expected wait", "alert"):
-            table.add_column(col)
+    def table(self, status: str, finished: set[str] | None = None) -> Table:
+        """One row per lane. `finished`: units whose replay is over; their `now` reads "replay
+        finished" and their alert column shows the state while the footage played."""
+        finished = finished or set()
+        table = Table(title=f"gatewatch demo: gate '{GATE}' ({status})",
+                      caption=f"congested: {CONGESTED['raise_at']}+ vehicles standing still in the queue zone for "
+                              f"{CONGESTED['raise_for_s']} s (queue: most in the zone at once / standing)")
+        for col in ("unit", "lane", "counts", "queue", "expected wait", "alert while playing", "now"):
+            table.add_column(col, overflow="fold")
         with self.lock:
             for (unit, lane), v in sorted(self.lanes.items()):
                 counts = ", ".join(f"{k}: {n}" for k, n in sorted(v.counts.items())) or "0"
                 wait = f"{v.expected_wait_s:.0f} s" if v.expected_wait_s is not None else "-"
-                table.add_row(unit, lane, counts, str(v.queue), wait, self.alerts.get(lane, "green"))
+                v.alert = self.alerts.get(lane)
+                done = unit in finished and unit in self.signed_off
+                now = "replay finished" if done else ("replaying" if v.alert is None else v.alert.level.value)
+                table.add_row(unit, lane, counts, f"{v.queue} / {v.standing}", wait,
+                              describe(v.while_playing(done)), now)
         return table
 
     def close(self) -> None:
@@ -193,83 +185,57 @@ class LiveView:
         self.client.disconnect()
 
 
-def influx_total(url: str) -> int:
+def influx_total(influx: Influx1) -> int:
     """Vehicles stored, by InfluxQL, as a Grafana panel would ask."""
-    q = urllib.parse.urlencode({"db": "gatewatch", "q": 'SELECT sum("count") FROM lane_counts'})
-    with urllib.request.urlopen(f"{url}/query?{q}", timeout=10) as resp:
-        body = json.load(resp)
-    series = body["results"][0].get("series", [])
+    try:
+        series = influx.query('SELECT sum("count") FROM lane_counts')
+    except QueryError:
+        return 0  # no database before the server's first write
     return int(series[0]["values"][0][1]) if series else 0
 
 
-def _mosquitto_conf(run: Path, port: int) -> Path:
-    (run / "mosquitto").mkdir(parents=True, exist_ok=True)
-    conf = run / "mosquitto" / "mosquitto.conf"
-    conf.write_text(
-        ("user root\n" if os.geteuid() == 0 else "") + f"listener {port} 127.0.0.1\nallow_anonymous false\n"
-        f"password_file {run / 'mosquitto' / 'passwd'}\nacl_file {run / 'mosquitto' / 'acl'}\n"
-        f"persistence true\npersistence_location {run / 'mosquitto'}/\nlog_dest stdout\n"
-    )
-    return conf
+@dataclass
+class Stack:
+    """What the demo started, all stopped (edges first, broker last) when `_stack` exits."""
 
-
-def _influxd_conf(run: Path, port: int) -> Path:
-    d = run / "influxdb"
-    d.mkdir(parents=True, exist_ok=True)
-    conf = d / "influxdb.conf"
-    conf.write_text(
-        f'reporting-disabled = true\nbind-address = "127.0.0.1:{free_port()}"\n'
-        f'[meta]\n  dir = "{d}/meta"\n[data]\n  dir = "{d}/data"\n  wal-dir = "{d}/wal"\n'
-        f'  query-log-enabled = false\n[http]\n  bind-address = "127.0.0.1:{port}"\n  log-enabled = false\n'
-        '[logging]\n  level = "warn"\n'
-    )
-    return conf
-
-
-def _add_user(passwd: Path, user: str, password: str) -> None:
-    exe = _binary("mosquitto_passwd", "/usr/bin/mosquitto_passwd")
-    args = [exe, str(passwd), user] if passwd.exists() else [exe, "-c", str(passwd), user]
-    subprocess.run(args, input=f"{password}\n{password}\n", capture_output=True, text=True, check=True)
-    passwd.chmod(0o600)
+    broker: Broker
+    influx: Influx1
+    server: Process
+    edges: list[Process]
+    server_password: str
 
 
 @contextmanager
-def _stack(run: Path, clips: list[Clip], realtime: bool, console: Console) -> Iterator[tuple[Procs, dict[str, Any]]]:
-    procs = Procs()
-    try:
-        mq_port, db_port = free_port(), free_port()
+def _stack(run: Path, clips: list[Clip], realtime: bool, console: Console) -> Iterator[Stack]:
+    with ExitStack() as started:
         passwords = {SERVER_USER: secrets.token_urlsafe(24)}
         passwords |= {unit_username(GATE, c.unit): secrets.token_urlsafe(24) for c in clips}
-        (run / "mosquitto").mkdir(parents=True, exist_ok=True)
+        mq_dir = run / "mosquitto"
+        mq_dir.mkdir(parents=True, exist_ok=True)
         for user, pw in passwords.items():
-            _add_user(run / "mosquitto" / "passwd", user, pw)
-        (run / "mosquitto" / "acl").write_text(server_acl(SERVER_USER) + "".join(unit_acl(GATE, c.unit) for c in clips))
-        conf = _mosquitto_conf(run, mq_port)
-        broker = procs.start(
-            "mosquitto", [_binary("mosquitto", "/usr/sbin/mosquitto"), "-c", str(conf)], run / "mosquitto.log"
+            set_mosquitto_password(mq_dir / "passwd", user, pw)
+        (mq_dir / "acl").write_text(server_acl(SERVER_USER) + "".join(unit_acl(GATE, c.unit) for c in clips))
+        broker = start_mosquitto(
+            mq_dir, anonymous=False, password_file=mq_dir / "passwd", acl_file=mq_dir / "acl",
+            autosave_interval_s=None, log_types=("error", "warning", "notice", "information"), new_session=True,
         )
-        _wait_port(mq_port, broker, "mosquitto", run / "mosquitto.log")
-        dbconf = _influxd_conf(run, db_port)
-        db = procs.start(
-            "influxd", [_binary("influxd", "/usr/bin/influxd"), "-config", str(dbconf)], run / "influxd.log"
-        )
-        _wait_port(db_port, db, "influxd", run / "influxd.log")
-        console.print(
-            f"broker 127.0.0.1:{mq_port} (password + ACL), influxd http://127.0.0.1:{db_port}, run folder {run}"
-        )
+        started.callback(broker.stop)
+        influx = start_influxd(run / "influxdb", new_session=True)
+        started.callback(influx.stop)
+        console.print(f"broker 127.0.0.1:{broker.port} (password + ACL), influxd {influx.url}, run folder {run}")
 
         server_cfg = {
             "server_id": "demo",
             "mqtt": {
                 "host": "127.0.0.1",
-                "port": mq_port,
+                "port": broker.port,
                 "client_id": "demo-server",
                 "username": SERVER_USER,
                 "password_env": "GATEWATCH_MQTT_PASSWORD",
             },
             "influx": {
                 "api": "v1",
-                "url": f"http://127.0.0.1:{db_port}",
+                "url": influx.url,
                 "database": "gatewatch",
                 "create_database": True,
             },
@@ -278,19 +244,18 @@ def _stack(run: Path, clips: list[Clip], realtime: bool, console: Console) -> It
             "validation": {"gates": {GATE: {c.unit: {lane_id(c): list(side_names(*c.line))} for c in clips}}},
             "alerts": {
                 "valid_s": 30,
-                "rules": {"congested": {"raise_at": 4, "raise_for_s": 10, "clear_below": 2, "clear_for_s": 10}},
+                "rules": {"congested": CONGESTED},
             },
             "health": {"interval_s": 5},
         }
         (run / "server.yaml").write_text(yaml.safe_dump(server_cfg))
         base_env = {k: v for k, v in os.environ.items() if k != "GATEWATCH_MQTT_PASSWORD"}
         py = [sys.executable, "-m", "gatewatch"]
-        server = procs.start(
-            "server",
-            [*py, "server", "--config", str(run / "server.yaml")],
-            run / "server.log",
-            env=base_env | {"GATEWATCH_MQTT_PASSWORD": passwords[SERVER_USER]},
-        )
+        server = Process(
+            [*py, "server", "--config", str(run / "server.yaml")], run / "server.log",
+            env=base_env | {"GATEWATCH_MQTT_PASSWORD": passwords[SERVER_USER]}, new_session=True, name="server",
+        ).start()
+        started.callback(server.stop)
         edges = []
         for c in clips:
             a, b = c.line
@@ -307,26 +272,18 @@ def _stack(run: Path, clips: list[Clip], realtime: bool, console: Console) -> It
                         "queue_zone": _zone(a, b),
                     }
                 ],
-                "mqtt": {"host": "127.0.0.1", "port": mq_port, "username": unit_username(GATE, c.unit)},
+                "mqtt": {"host": "127.0.0.1", "port": broker.port, "username": unit_username(GATE, c.unit)},
                 "outbox": {"path": str(run / f"{c.unit}-outbox.sqlite3")},
                 "health": {"interval_s": 5},
             }
             path = run / f"{c.unit}.yaml"
             path.write_text(yaml.safe_dump(unit_cfg))
             env = base_env | {"GATEWATCH_MQTT_PASSWORD": passwords[unit_username(GATE, c.unit)]}
-            edges.append(procs.start(c.unit, [*py, "edge", "--config", str(path)], run / f"{c.unit}.log", env=env))
-        yield (
-            procs,
-            {
-                "server": server,
-                "edges": edges,
-                "mq_port": mq_port,
-                "db_url": f"http://127.0.0.1:{db_port}",
-                "server_password": passwords[SERVER_USER],
-            },
-        )
-    finally:
-        procs.stop_all()
+            edge = Process([*py, "edge", "--config", str(path)], run / f"{c.unit}.log", env=env, new_session=True,
+                           name=c.unit).start()
+            started.callback(edge.stop)
+            edges.append(edge)
+        yield Stack(broker, influx, server, edges, passwords[SERVER_USER])
 
 
 def lane_id(clip: Clip) -> str:
@@ -343,6 +300,14 @@ def _zone(a: tuple[float, float], b: tuple[float, float]) -> list[list[float]]:
     return [[max(0.0, x - 0.35), 0.0], [x, 0.0], [x, 1.0], [max(0.0, x - 0.35), 1.0]]
 
 
+def save_table(table: Table, path: Path) -> None:
+    """The final table as an SVG picture (docs/images/demo-final.svg is one)."""
+    recorder = Console(record=True, width=150, file=open(os.devnull, "w"))  # noqa: SIM115
+    recorder.print(table)
+    recorder.save_svg(str(path), title="gatewatch demo")
+    recorder.file.close()
+
+
 def run_demo(names: list[str] | None, run_dir: Path, short: bool, realtime: bool, console: Console) -> int:
     """Run the stack until every clip has played and its counts are stored; return vehicles stored."""
     default_model_path = default_model()
@@ -354,28 +319,35 @@ def run_demo(names: list[str] | None, run_dir: Path, short: bool, realtime: bool
         shutil.rmtree(run)
     run.mkdir(parents=True)
     with ExitStack() as stack:
-        _, info = stack.enter_context(_stack(run, clips, realtime, console))
-        view = LiveView(info["mq_port"], info["server_password"])
+        started = stack.enter_context(_stack(run, clips, realtime, console))
+        view = LiveView(started.broker.port, started.server_password)
         stack.callback(view.close)
+        def finished() -> set[str]:
+            return {c.unit for c, p in zip(clips, started.edges, strict=True) if not p.running}
+
         with Live(view.table("starting"), console=console, refresh_per_second=2, transient=False) as live:
-            while any(p.poll() is None for p in info["edges"]):
-                if info["server"].poll() is not None:
+            while any(p.running for p in started.edges):
+                if not started.server.running:
                     raise DemoError(f"server exited: see {run / 'server.log'}")
-                running = sum(p.poll() is None for p in info["edges"])
-                live.update(view.table(f"{running} of {len(clips)} cameras replaying"))
+                running = sum(p.running for p in started.edges)
+                live.update(view.table(f"{running} of {len(clips)} cameras replaying", finished()))
                 time.sleep(0.5)
-            failed = [c.unit for c, p in zip(clips, info["edges"], strict=True) if p.returncode != 0]
+            failed = [c.unit for c, p in zip(clips, started.edges, strict=True) if p.returncode != 0]
             if failed:
                 raise DemoError(f"edge unit(s) {failed} failed: see {run}/<unit>.log")
             published = view.total()
             stored = -1
             deadline = time.monotonic() + 30
             while time.monotonic() < deadline:
-                stored = influx_total(info["db_url"])
+                stored = influx_total(started.influx)
                 if stored == published:
                     break
                 time.sleep(0.5)
-            live.update(view.table("all clips replayed"))
+            # the server's answer to each unit's sign-off (unit_offline) arrives just after it
+            time.sleep(1.0)
+            final = view.table("replay finished", finished())
+            live.update(final)
+        save_table(final, run / "final-table.svg")
         console.print()
         if stored != published:
             raise DemoError(f"{published} vehicles published but {stored} stored in InfluxDB (see {run})")

@@ -1,37 +1,29 @@
-"""Operations commands: provision broker, units and servers; calibrate a unit's lanes on a frame.
+"""Operations and developer commands: provision broker, units and servers; calibrate a unit's lanes
+on a frame; the whole stack on this machine (demo) and the server ingest benchmark.
 
 Imports of the work modules happen inside the commands, so `gatewatch --help` stays fast and a
 missing optional tool (openssl, a camera) only matters to the command that needs it. Expected
-failures print one `error:` line and exit 2, as the edge commands do: operators read these in a
-terminal or journald, where a traceback hides the line that matters.
+failures print one `error:` line and exit with their kind's code (common.cli.guarded), as every
+command does.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated, TypeVar
+from typing import Annotated
 
 import typer
 from rich.console import Console
 from rich.markup import escape
 
-from edge.cli import guarded
+from common.cli import guarded
 
-T = TypeVar("T")
 console = Console(highlight=False)
 
 StateDir = Annotated[
     Path,
     typer.Option("--dir", help="provisioning state folder (holds the CA key and passwords: keep it off git)"),
 ]
-
-
-def _guarded(fn: Callable[[], T]) -> T:
-    """The edge commands' guard, with provisioning failures also printed as one line."""
-    from gatewatch.provision import ProvisionError
-
-    return guarded(fn, (ProvisionError,))
 
 
 def _print_report(lines: list[str], changed: bool) -> None:
@@ -52,7 +44,7 @@ def provision_broker_cmd(
         report = provision_broker(state_dir, host)
         _print_report(report.lines, report.changed)
 
-    _guarded(body)
+    guarded(body)
 
 
 def provision_unit_cmd(
@@ -64,6 +56,9 @@ def provision_unit_cmd(
     source: Annotated[str, typer.Option(help="camera: picamera, usb:N, rtsp://... or a file")] = "picamera",
     etc_dir: Annotated[Path, typer.Option(help="where the bundle is installed on the Pi")] = Path("/etc/gatewatch"),
     rotate_password: Annotated[bool, typer.Option("--rotate-password", help="replace the unit's password")] = False,
+    home_assistant: Annotated[bool, typer.Option(
+        "--home-assistant", help="a new unit's starter config turns Home Assistant discovery on (an existing "
+        "unit.yaml decides: its homeassistant section sets the ACL)")] = False,
 ) -> None:
     """Create a unit's MQTT account, ACL block, client certificate and starter unit.yaml."""
 
@@ -76,11 +71,12 @@ def provision_unit_cmd(
             source=source,
             etc_dir=etc_dir,
             rotate_password=rotate_password,
+            home_assistant=home_assistant,
         )
         report = provision_unit(state_dir, gate, unit, opts)
         _print_report(report.lines, report.changed)
 
-    _guarded(body)
+    guarded(body)
 
 
 def provision_server_cmd(
@@ -102,7 +98,7 @@ def provision_server_cmd(
         report = provision_server(state_dir, name, opts)
         _print_report(report.lines, report.changed)
 
-    _guarded(body)
+    guarded(body)
 
 
 def calibrate_cmd(
@@ -122,7 +118,7 @@ def calibrate_cmd(
         path = calibrate(config, out, video=video, at_s=at, grid=grid)
         console.print(f"wrote {path}")
 
-    _guarded(body)
+    guarded(body)
 
 
 def demo_cmd(
@@ -148,11 +144,31 @@ def demo_cmd(
 
         run_demo(clips, run_dir, short, (not short) if realtime is None else realtime, console)
 
-    _guarded(body)
+    guarded(body)
+
+
+def bench_server_cmd(
+    units: list[int] = typer.Option([1, 10, 50], "--units", "-u", help="simulated unit counts, one row each"),
+    records: int = typer.Option(4000, "--records", "-n", help="window records per row"),
+    lanes: int = typer.Option(4, "--lanes", help="lanes per unit"),
+    rate: float = typer.Option(0.0, "--rate", help="records/s offered (0: as fast as possible)"),
+    batch_size: int = typer.Option(500, "--batch-size", help="server influx.batch_size (messages per write)"),
+    hostile: list[float] = typer.Option(
+        [0.0], "--hostile", help="bad messages mixed in per valid record, one row each (gatewatch.hostile)"),
+) -> None:
+    """Window records/s from N simulated units through mosquitto and the server into influxd."""
+
+    def body() -> None:
+        from gatewatch.bench_server import run_bench
+
+        run_bench(units, records, lanes, rate, batch_size, hostile)
+
+    guarded(body)
 
 
 def register(app: typer.Typer) -> None:
     app.command("demo")(demo_cmd)
+    app.command("bench-server")(bench_server_cmd)
     app.command("provision-broker")(provision_broker_cmd)
     app.command("provision-unit")(provision_unit_cmd)
     app.command("provision-server")(provision_server_cmd)

@@ -38,13 +38,16 @@ import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import yaml
-from pydantic import ValidationError
 
-from edge.config import UnitConfig, format_validation_error
+from common.config import load_config, validate_config
+from common.errors import EXIT_USAGE, ConfigError, GatewatchError
+from edge.config import HomeAssistantConfig, UnitConfig
 from wire.errors import WireError
+from wire.homeassistant import discovery_filter, lane_state_filter, node_id
+from wire.summary import PROVINCE
 from wire.topics import DEAD_LETTER, PREFIX, SERVER_HEALTH, UNIT_KINDS, TopicKind, check_id, server_claim
 
 #: where the bundle files land on a Pi (install.sh copies them there); unit.yaml refers to them.
@@ -65,8 +68,13 @@ RENEW_BEFORE_S = 30 * 24 * 3600
 PASSWORD_BYTES = 32
 
 
-class ProvisionError(Exception):
-    """Provisioning cannot go on; the message is one line an operator can act on."""
+class ProvisionError(GatewatchError):
+    """Provisioning cannot go on; the message is one line an operator can act on.
+
+    A usage error (exit 2): provisioning stops only where the operator must fix an argument or
+    the state folder (a tampered ACL block, a CA key missing from a restore, a missing tool)."""
+
+    exit_code: ClassVar[int] = EXIT_USAGE
 
 
 @dataclass
@@ -123,19 +131,30 @@ def unit_username(gate: str, unit: str) -> str:
     return f"{_id(gate, 'gate')}.{_id(unit, 'unit')}"
 
 
-def unit_acl(gate: str, unit: str) -> str:
+def unit_acl(gate: str, unit: str, homeassistant: HomeAssistantConfig | None = None) -> str:
     """A unit writes only its own four topic kinds, reads its gate's alerts, and reads (never
     writes) its own `stored` acknowledgement, on which it forgets its records.
 
     Not `<gate>/<unit>/#`: that would include `<gate>/<unit>/alert`, and since alerts are
     scoped by lane, a unit whose id equals a lane id could forge that lane's alert; and it would
     include `<gate>/<unit>/stored`, with which a unit could make itself forget unstored records.
+
+    With Home Assistant discovery on (`homeassistant.enabled` in its unit.yaml), also its own
+    discovery node and lane states (read too: it deletes strays it finds there) and Home
+    Assistant's birth topic, read only. The node id is bound to (gate, unit) one-to-one
+    (wire.homeassistant.node_id), so no unit can announce, or delete, another unit's entities.
     """
     user = unit_username(gate, unit)
     lines = [f"# unit {gate}/{unit}", f"user {user}"]
     lines += [f"topic write {PREFIX}/{gate}/{unit}/{kind.value}" for kind in sorted(UNIT_KINDS)]
     lines.append(f"topic read {PREFIX}/{gate}/+/{TopicKind.ALERT.value}")
     lines.append(f"topic read {PREFIX}/{gate}/{unit}/{TopicKind.STORED.value}")
+    if homeassistant is not None and homeassistant.enabled:
+        lines += [
+            f"topic readwrite {discovery_filter(homeassistant.discovery_prefix, node_id(gate, unit))}",
+            f"topic readwrite {lane_state_filter(gate, unit)}",
+            f"topic read {homeassistant.status_topic}",
+        ]
     return "\n".join(lines) + "\n"
 
 
@@ -151,6 +170,7 @@ def server_acl(name: str) -> str:
         f"topic write {DEAD_LETTER}",
         f"topic write {SERVER_HEALTH}",
         f"topic write {server_claim(name)}",
+        f"topic write {PROVINCE}/#",
     ]
     return "\n".join(lines) + "\n"
 
@@ -163,17 +183,23 @@ ACL_HEADER = """\
 """
 
 
-def ensure_acl_block(acl: Path, user: str, block: str) -> bool:
-    """Append `block` unless the user already has one; an existing block must match exactly."""
+def ensure_acl_block(acl: Path, user: str, block: str, replaces: Sequence[str] = ()) -> bool:
+    """Append `block` unless the user already has one; an existing block must match exactly, or be
+    one of `replaces`: another block provisioning itself writes for this account (a unit with Home
+    Assistant discovery turned off, before it is turned on), which is then replaced."""
     text = acl.read_text() if acl.exists() else ACL_HEADER
     blocks = _acl_blocks(text)
     if user in blocks:
-        if blocks[user].strip() != block.strip():
-            raise ProvisionError(
-                f"{acl}: the ACL block of {user} differs from what provisioning writes; "
-                "remove that block and run again"
-            )
-        return False
+        old = blocks[user]
+        if old.strip() == block.strip():
+            return False
+        if old.strip() in {r.strip() for r in replaces} and text.count(old) == 1:
+            _write(acl, text.replace(old, block.rstrip("\n") + "\n"), 0o644)
+            return True
+        raise ProvisionError(
+            f"{acl}: the ACL block of {user} differs from what provisioning writes; "
+            "remove that block and run again"
+        )
     acl.parent.mkdir(parents=True, exist_ok=True)
     _write(acl, text.rstrip("\n") + "\n\n" + block, 0o644)
     return True
@@ -220,7 +246,7 @@ def ensure_password(
         _write(env_file, f"{var}={password}\n", 0o600)
         changed = True
     if not _passwd_matches(passwd, user, password):
-        _mosquitto_passwd(passwd, user, password)
+        set_mosquitto_password(passwd, user, password)
         changed = True
     return changed
 
@@ -258,7 +284,7 @@ def _passwd_matches(passwd: Path, user: str, password: str) -> bool:
     return False
 
 
-def _mosquitto_passwd(passwd: Path, user: str, password: str) -> None:
+def set_mosquitto_password(passwd: Path, user: str, password: str) -> None:
     """Add or update an entry; the password goes through stdin, never the command line (ps)."""
     exe = shutil.which("mosquitto_passwd") or "/usr/bin/mosquitto_passwd"
     if not Path(exe).exists():
@@ -427,6 +453,8 @@ class UnitOptions:
     etc_dir: Path = DEFAULT_UNIT_ETC
     model_path: Path = DEFAULT_UNIT_MODEL
     rotate_password: bool = False
+    #: a new unit's starter config turns Home Assistant discovery on (an existing unit.yaml decides)
+    home_assistant: bool = False
 
 
 def provision_unit(root: Path, gate: str, unit: str, opts: UnitOptions) -> Report:
@@ -443,13 +471,28 @@ def provision_unit(root: Path, gate: str, unit: str, opts: UnitOptions) -> Repor
     out = state.unit_dir(gate, unit)
     report.add(ensure_password(out / UNIT_ENV_FILE, UNIT_PASSWORD_ENV, state.passwd, user, opts.rotate_password),
                f"password of {user} ({out / UNIT_ENV_FILE}, {state.passwd})")
-    report.add(ensure_acl_block(state.acl, user, unit_acl(gate, unit)), f"ACL block of {user} ({state.acl})")
+    ha = _unit_homeassistant(out / "unit.yaml", gate, unit, opts)
+    block = unit_acl(gate, unit, ha)
+    other = unit_acl(gate, unit, None if ha.enabled else ha.model_copy(update={"enabled": True}))
+    report.add(ensure_acl_block(state.acl, user, block, replaces=[other]),
+               f"ACL block of {user} ({state.acl}{', with Home Assistant discovery' if ha.enabled else ''})")
     tls = out / "tls"
     report.add(ensure_leaf(state, tls / "client.crt", tls / "client.key", user, "clientAuth"),
                str(tls / "client.crt"))
     report.add(_copy_if_changed(state.ca_crt, tls / "ca.crt", 0o644), str(tls / "ca.crt"))
     report.add(_ensure_unit_config(out / "unit.yaml", gate, unit, opts), str(out / "unit.yaml"))
     return report
+
+
+def _unit_homeassistant(path: Path, gate: str, unit: str, opts: UnitOptions) -> HomeAssistantConfig:
+    """Home Assistant settings the unit's ACL must allow: its unit.yaml's once it exists (the
+    installer may turn discovery on later), else the starter config's."""
+    if path.exists():
+        try:
+            return load_config(UnitConfig, path).homeassistant
+        except ConfigError as exc:
+            raise ProvisionError(_one_line(exc)) from None
+    return HomeAssistantConfig(enabled=opts.home_assistant)
 
 
 def starter_unit_config(gate: str, unit: str, opts: UnitOptions) -> dict[str, Any]:
@@ -471,11 +514,13 @@ def starter_unit_config(gate: str, unit: str, opts: UnitOptions) -> dict[str, An
             "host": opts.broker_host,
             "port": opts.broker_port,
             "username": unit_username(gate, unit),
-            "tls_ca": str(tls / "ca.crt"),
-            "tls_cert": str(tls / "client.crt"),
-            "tls_key": str(tls / "client.key"),
+            "password_env": UNIT_PASSWORD_ENV,
+            "tls_ca_file": str(tls / "ca.crt"),
+            "tls_cert_file": str(tls / "client.crt"),
+            "tls_key_file": str(tls / "client.key"),
         },
         "outbox": {"path": "/var/lib/gatewatch/outbox.sqlite3"},
+        **({"homeassistant": {"enabled": True}} if opts.home_assistant else {}),
     }
 
 
@@ -504,7 +549,7 @@ def parse_source(source: str) -> dict[str, Any]:
 
 UNIT_YAML_HEADER = """\
 # gatewatch edge unit {gate}/{unit}, written by `gatewatch provision-unit`.
-# The MQTT password is not here: systemd loads it from {etc}/edge.env (GATEWATCH_MQTT_PASSWORD).
+# The MQTT password is not here: systemd loads it from {etc}/edge.env (mqtt.password_env names the variable).
 # {lane} is a placeholder: run `gatewatch calibrate --config {etc}/unit.yaml --out frame.png`,
 # look at frame.png and move the line and queue zone onto the real lanes (docs/installer-guide.md).
 # Lane ids are unique within the gate: a lane belongs to one unit. Declare the same lanes and
@@ -515,19 +560,17 @@ UNIT_YAML_HEADER = """\
 def _ensure_unit_config(path: Path, gate: str, unit: str, opts: UnitOptions) -> bool:
     if path.exists():
         try:
-            existing = UnitConfig.model_validate(yaml.safe_load(path.read_text()))
-        except ValidationError as exc:
-            raise ProvisionError(" / ".join(format_validation_error(exc, str(path)).splitlines())) from None
-        except yaml.YAMLError as exc:
-            raise ProvisionError(f"{path}: not valid YAML: {_last_line(str(exc))}") from None
+            existing = load_config(UnitConfig, path)
+        except ConfigError as exc:
+            raise ProvisionError(_one_line(exc)) from None
         if (existing.gate, existing.unit) != (gate, unit):
             raise ProvisionError(f"{path} is for {existing.gate}/{existing.unit}, not {gate}/{unit}")
         return False
     raw = starter_unit_config(gate, unit, opts)
     try:
-        UnitConfig.model_validate(raw)
-    except ValidationError as exc:
-        raise ProvisionError(" / ".join(format_validation_error(exc, "starter config").splitlines())) from None
+        validate_config(UnitConfig, raw, "starter config")
+    except ConfigError as exc:
+        raise ProvisionError(_one_line(exc)) from None
     header = UNIT_YAML_HEADER.format(gate=gate, unit=unit, etc=opts.etc_dir, lane=starter_lane_id(unit))
     _write(path, header + yaml.safe_dump(raw, sort_keys=False, default_flow_style=None), 0o644)
     return True
@@ -581,12 +624,12 @@ def _ensure_server_config(path: Path, name: str, opts: ServerOptions) -> bool:
         return False
     raw = starter_server_config(name, opts)
     # Imported here: the unit commands must not depend on the server package being importable.
-    from server.config import ConfigError, parse_config
+    from server.config import parse_config
 
     try:
         parse_config(raw)
     except ConfigError as exc:
-        raise ProvisionError(f"starter server config is invalid: {exc}") from None
+        raise ProvisionError(f"starter server config is invalid: {_one_line(exc)}") from None
     header = (
         f"# gatewatch server {name}, written by `gatewatch provision-server`; extend it (influx, alerts).\n"
         f"# The MQTT password is not here: systemd loads {SERVER_PASSWORD_ENV} from {opts.etc_dir}/{SERVER_ENV_FILE}.\n"
@@ -635,6 +678,11 @@ def _write(path: Path, text: str, mode: int) -> None:
         f.flush()
         os.fsync(f.fileno())
     os.replace(tmp, path)
+
+
+def _one_line(exc: ConfigError) -> str:
+    """A config error's lines joined, for a report that must stay one line."""
+    return " / ".join(line.strip() for line in str(exc).splitlines())
 
 
 def _last_line(text: str) -> str:

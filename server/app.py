@@ -29,10 +29,12 @@ from server.alerts import AlertEngine, AlertEvent
 from server.clashes import KeyClashes
 from server.config import ServerConfig
 from server.health import Health, health_fields
+from server.metrics import Readers, ServerMetrics
 from server.sinks import Sink, make_sink
 from server.spool import Spool, SpoolError, SpoolFull
 from server.stored import StoredTracker
 from server.subscriber import Received, Subscriber
+from server.summary import GateSummaries
 from server.validation import Clock, Rejected, UnitMessage, Validator, utc_now
 from server.writer import DurableWriter
 from wire.errors import WireError
@@ -45,6 +47,7 @@ from wire.payloads import (
     decode_message,
     encode,
 )
+from wire.summary import PROVINCE_SUMMARY, gate_summary_topic
 from wire.topics import DEAD_LETTER, SERVER_HEALTH, Topic, TopicKind, is_own_output
 
 log = logging.getLogger(__name__)
@@ -53,6 +56,9 @@ log = logging.getLogger(__name__)
 SILENCE_CHECK_S = 1.0
 #: rejections are logged at most once per reason in this many seconds (the rest are counted)
 REJECTION_LOG_S = 1.0
+#: how often the cross-gate summary of the current interval is computed again (stored and
+#: published only when it changed)
+SUMMARY_CHECK_S = 5.0
 
 
 @dataclass
@@ -79,8 +85,16 @@ class Server:
         self.health = Health(config.server_id)
         self.writer = DurableWriter(
             sink, spool, replay_batch=config.spool.replay_batch, retry_min_s=config.spool.retry_min_s,
-            retry_max_s=config.spool.retry_max_s, on_written=self.health.on_write, on_rejected=self._db_rejected,
+            retry_max_s=config.spool.retry_max_s, on_written=self._on_written, on_rejected=self._db_rejected,
         )
+        self.metrics = ServerMetrics(Readers(
+            self.health, spool_points=lambda: self.writer.spool.depth, database_up=lambda: self.writer.db_up,
+            db_rejected_points=lambda: self.writer.rejected_points,
+            mqtt_connected=lambda: self.subscriber.connected.is_set(),
+        ))
+        self.summary = GateSummaries(config.summary)
+        #: topic -> payload last published by the summary (retained; re-sent only when it changes)
+        self._summary_sent: dict[str, bytes] = {}
         self.validator = Validator(config.validation, clock, lanes_file)
         self.alerts = AlertEngine(config.alerts)
         self.stored = StoredTracker(min_interval_s=config.stored.min_interval_s,
@@ -91,7 +105,7 @@ class Server:
         self._rejection_log: dict[str, tuple[float, int]] = {}
         self._stop = threading.Event()
         self._batch = _Batch()
-        self._next_health = self._next_republish = self._next_silence = 0.0
+        self._next_health = self._next_republish = self._next_silence = self._next_summary = 0.0
 
     # -- lifecycle -----------------------------------------------------------------------------
 
@@ -104,6 +118,7 @@ class Server:
         log.info("gatewatch server %s: mqtt %s subscribe %s, database %s, spool %s",
                  self.config.server_id, self.subscriber.where, self.config.mqtt.subscription,
                  self.writer.sink.target, self.writer.spool.path)
+        self.metrics.start(self.config.metrics)
         self.writer.start()
         self.subscriber.start()
         now = time.monotonic()
@@ -141,6 +156,9 @@ class Server:
         if now >= self._next_health:
             self._next_health = now + self.config.health.interval_s
             self._health_tick()
+        if self.config.summary.enabled and now >= self._next_summary:
+            self._next_summary = now + SUMMARY_CHECK_S
+            self._summary_tick()
 
     def _shutdown(self) -> None:
         try:
@@ -152,6 +170,7 @@ class Server:
         self._publish_stored(float("inf"))
         self.subscriber.stop()
         self.writer.stop()
+        self.metrics.stop()
         log.info("gatewatch server stopped (spool depth %d)", self.writer.spool.depth)
 
     # -- one message, in order: own output? validation, points, alerts -------------------------
@@ -205,10 +224,13 @@ class Server:
             else:
                 self._batch.lines.extend(schema.lines_for(message))
             if self.validator.ahead(message):
-                # stored, but a clock running ahead must not hold its lanes' alerts (nor the stream's time)
+                # stored, but a clock running ahead must not hold its lanes' alerts, the stream's time or
+                # the live cross-gate view
                 self.health.on_ahead(message.gate, message.unit)
             else:
                 self._on_events(self.alerts.on_message(message))
+                if isinstance(message, CountsMessage):
+                    self.summary.on_record(message)
         except Exception as exc:  # a bug must cost one message, not the stream
             log.exception("internal error on a message from %s", item.topic)
             self._reject(item, "internal", f"{type(exc).__name__}: {exc}")
@@ -294,6 +316,7 @@ class Server:
         for gate, lane in lanes:
             state = self.alerts.state(gate, lane, at)
             self.subscriber.publish(str(Topic.alert(gate, lane)), encode(state), qos=1, retain=True)
+            self.metrics.on_alert_state(state)
 
     # -- the batch: stored (database or spool), then acknowledged ------------------------------
 
@@ -333,6 +356,31 @@ class Server:
         for (gate, unit), through, gaps, resets in due:
             message = StoredMessage(gate=gate, unit=unit, through_seq=through, at=at, gaps=gaps, resets=resets)
             self.subscriber.publish(str(Topic.stored(gate, unit)), encode(message), qos=1, retain=True)
+            self.metrics.record_seq(gate, unit, gaps=gaps, resets=resets)
+
+    def _on_written(self, seconds: float, points: int) -> None:
+        self.health.on_write(seconds, points)
+        self.metrics.on_write(seconds, points)
+
+    # -- the cross-gate view -------------------------------------------------------------------
+
+    def _summary_tick(self) -> None:
+        """The current interval's gate summaries and ranking: stored, and published retained, when
+        they changed since the last tick (the same interval computed again overwrites its points)."""
+        at = self.summary.bucket()
+        if at is None:
+            return
+        gates, province = self.summary.summarize(at)
+        messages = {gate_summary_topic(g.gate): encode(g) for g in gates}
+        messages[PROVINCE_SUMMARY] = encode(province)
+        changed = {t: p for t, p in messages.items() if self._summary_sent.get(t) != p}
+        if not changed:
+            return
+        self._note_start()
+        self._batch.lines.extend(schema.lines(schema.summary_points(gates, province)))
+        for topic, payload in changed.items():
+            self.subscriber.publish(topic, payload, qos=1, retain=True)
+        self._summary_sent.update(changed)
 
     # -- health --------------------------------------------------------------------------------
 
@@ -349,6 +397,7 @@ class Server:
         points = [schema.server_health_point(snap.server, snap.at, health_fields(snap))]
         for name, seq in snap.units_seq.items():
             gate, unit = name.split("/", 1)
+            self.metrics.record_seq(gate, unit, gaps=seq.gaps, resets=seq.resets)
             points.append(schema.unit_seq_point(gate, unit, snap.at, {
                 "through_seq": seq.through_seq, "pending": seq.pending, "gaps": seq.gaps, "resets": seq.resets,
                 "key_clashes": snap.key_clashes.get(name, 0), "ahead_of_clock": snap.ahead_of_clock.get(name, 0),

@@ -1,7 +1,9 @@
-"""Server commands: `gatewatch server` and `gatewatch bench-server`.
+"""Server command: `gatewatch server` (its benchmark, `gatewatch bench-server`, is a developer tool in
+gatewatch/bench_server.py).
 
 Imports of the server's machinery happen inside the commands, so `gatewatch --help` and the
-edge commands do not pay for paho, influxdb-client and SQLite set-up.
+edge commands do not pay for paho, influxdb-client and SQLite set-up. Failures are one `error:`
+line with their kind's exit code (common.cli.guarded): 2 for a config that cannot be used.
 """
 
 from __future__ import annotations
@@ -14,17 +16,9 @@ from types import FrameType
 
 import typer
 
+from common.cli import guarded
+
 log = logging.getLogger("server")
-
-
-#: exit status of a server that refuses to run beside another one (same spool or same client id): the
-#: systemd unit does not restart it (RestartPreventExitStatus=3), so two servers cannot take turns
-ANOTHER_SERVER_EXIT = 3
-
-
-def _fail(message: str, code: int = 2) -> typer.Exit:
-    typer.echo(f"gatewatch server: {message}", err=True)
-    return typer.Exit(code)
 
 
 def server(
@@ -32,15 +26,13 @@ def server(
     validate_config: bool = typer.Option(False, "--validate-config", help="check the config, print errors, exit"),
 ) -> None:
     """Subscribe to every unit, validate, store in InfluxDB, and raise congestion alerts."""
-    from server import ServerError
-    from server.config import ConfigError, load_config
+    guarded(lambda: _serve(config, validate_config))
 
-    try:
-        cfg = load_config(config)
-    except ConfigError as exc:
-        for line in exc.errors:
-            typer.echo(f"{config}: {line}", err=True)
-        raise typer.Exit(2) from None
+
+def _serve(config: Path, validate_config: bool) -> None:
+    from server.config import load_config
+
+    cfg = load_config(config)
     if validate_config:
         typer.echo(f"{config}: ok")
         return
@@ -48,49 +40,17 @@ def server(
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     logging.getLogger("urllib3").setLevel(logging.ERROR)
     from server.app import build
-    from server.spool import SpoolLocked
-    from server.subscriber import ClientIdInUse
 
-    try:
-        app = build(cfg)
-    except SpoolLocked as exc:
-        raise _fail(str(exc), ANOTHER_SERVER_EXIT) from None
-    except ServerError as exc:
-        raise _fail(str(exc)) from None
+    app = build(cfg)
 
     def on_signal(signum: int, frame: FrameType | None) -> None:
         app.request_stop()
 
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
-    try:
-        app.run()
-    except ClientIdInUse as exc:
-        raise _fail(str(exc), ANOTHER_SERVER_EXIT) from None
-    except ServerError as exc:
-        raise _fail(str(exc), 1) from None
-
-
-def bench_server(
-    units: list[int] = typer.Option([1, 10, 50], "--units", "-u", help="simulated unit counts, one row each"),
-    records: int = typer.Option(4000, "--records", "-n", help="window records per row"),
-    lanes: int = typer.Option(4, "--lanes", help="lanes per unit"),
-    rate: float = typer.Option(0.0, "--rate", help="records/s offered (0: as fast as possible)"),
-    batch_size: int = typer.Option(500, "--batch-size", help="server influx.batch_size (messages per write)"),
-    hostile: list[float] = typer.Option(
-        [0.0], "--hostile", help="bad messages mixed in per valid record, one row each (gatewatch.hostile)"),
-) -> None:
-    """Window records/s from N simulated units through mosquitto and the server into influxd."""
-    from server import ServerError
-    from server.bench import run_bench
-
-    try:
-        run_bench(units, records, lanes, rate, batch_size, hostile)
-    except ServerError as exc:
-        raise _fail(str(exc), 1) from None
+    app.run()
 
 
 def register(app: typer.Typer) -> None:
-    """Add the server's commands to the top-level `gatewatch` app."""
+    """Add the server's command to the top-level `gatewatch` app."""
     app.command("server")(server)
-    app.command("bench-server")(bench_server)

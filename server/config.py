@@ -1,4 +1,4 @@
-"""Server configuration: one YAML file validated by pydantic, secrets only via environment variables.
+"""Server configuration: one YAML file in the project's one config style (common.config).
 
 Every model forbids unknown keys, so a typo (``raise_fro_s``) is an error with its path instead
 of a silently ignored setting that leaves a gate without alerts. Passwords and tokens are named
@@ -7,68 +7,30 @@ by environment variable, never written in the file, so the file can be shared an
 
 from __future__ import annotations
 
-import os
 import re
 from enum import StrEnum
 from pathlib import Path
 from typing import Any, Literal
 
-import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import Field, model_validator
 
-from server import ServerError
+from common.config import MetricsConfig, MqttConnection, validate_config
+from common.config import StrictModel as _Strict
+from common.config import load_config as load_yaml_config
 from server.alerts.config import AlertsConfig
 from wire.payloads import MAX_PAYLOAD_BYTES
 from wire.topics import ALL_UNITS, ID_PATTERN
 
 
-class ConfigError(ServerError):
-    """The config cannot be used; `errors` holds one "path: message" line per problem."""
+class MqttConfig(MqttConnection):
+    """The server's broker session: the shared connection settings plus subscription and flow control."""
 
-    def __init__(self, errors: list[str]) -> None:
-        super().__init__("; ".join(errors))
-        self.errors = errors
-
-
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-def secret_from_env(var: str | None, what: str) -> str | None:
-    """Read a secret named by the config; a named but unset variable is a config error, not None."""
-    if var is None:
-        return None
-    value = os.environ.get(var)
-    if value is None:
-        raise ConfigError([f"{what}: environment variable {var} is not set"])
-    return value
-
-
-class MqttConfig(_Strict):
-    host: str = Field("127.0.0.1", title="Broker host", description="broker name or address")
-    port: int = Field(1883, ge=1, le=65535, title="Broker port", description="broker TCP port (8883 is usual with TLS)")
     client_id: str = Field(
         "gatewatch-server",
         min_length=1,
         max_length=64,
         title="Client id",
         description="fixed, so the broker keeps this server's persistent session across restarts",
-    )
-    username: str | None = Field(
-        None, title="Username", description="broker user; the password comes from password_env"
-    )
-    password_env: str | None = Field(
-        None,
-        title="Password env var",
-        description="environment variable with the password",
-    )
-    tls_ca_file: Path | None = Field(None, title="CA file", description="enables TLS when set")
-    keepalive_s: int = Field(
-        30,
-        ge=5,
-        le=3600,
-        title="Keepalive (s)",
-        description="MQTT keepalive; a dead link is noticed after about 1.5x this",
     )
     session_expiry_s: int = Field(
         7 * 24 * 3600,
@@ -326,6 +288,62 @@ class HealthConfig(_Strict):
     )
 
 
+class DirectionRoles(_Strict):
+    """Which crossing directions say a truck reached the gate, and which that it got through."""
+
+    arriving: list[str] = Field(
+        default_factory=lambda: ["in"], title="Arriving directions",
+        description="direction names whose crossings count as arriving at the gate",
+    )
+    cleared: list[str] = Field(
+        default_factory=lambda: ["out"], title="Cleared directions",
+        description="direction names whose crossings count as cleared through the gate",
+    )
+
+    @model_validator(mode="after")
+    def _ids(self) -> DirectionRoles:
+        import re
+
+        bad = [d for d in self.arriving + self.cleared if not re.match(ID_PATTERN, d)]
+        if bad:
+            raise ValueError(f"directions {bad} must match {ID_PATTERN}")
+        if set(self.arriving) & set(self.cleared):
+            raise ValueError(f"{sorted(set(self.arriving) & set(self.cleared))} cannot both arrive and clear")
+        return self
+
+
+class SummaryConfig(_Strict):
+    """The cross-gate view (server/summary.py): each gate summarised, the gates ranked.
+
+    On by default: it is made from records the server validates anyway, costs one point per gate
+    per interval and a few retained messages, and answers the province's own question."""
+
+    enabled: bool = Field(True, title="Summarise gates", description="store and publish the cross-gate view")
+    interval_s: float = Field(
+        60, ge=5, le=3600, title="Interval (s)", description="one summary point per gate per interval"
+    )
+    window_s: float = Field(
+        900, ge=60, le=86_400, title="Rate window (s)", description="trailing window the hourly rates are measured over"
+    )
+    stale_s: float = Field(
+        120, gt=0, le=86_400, title="Stale after (s)",
+        description="a lane whose latest window ended longer ago leaves the queue and wait figures",
+    )
+    directions: DirectionRoles = Field(
+        default_factory=DirectionRoles, title="Direction roles", description="for every gate unless overridden"
+    )
+    gates: dict[str, DirectionRoles] = Field(
+        default_factory=dict, title="Direction roles per gate", description="gate id -> its own direction roles"
+    )
+
+    def roles(self, gate: str) -> DirectionRoles:
+        return self.gates.get(gate, self.directions)
+
+
+class ServerMetricsConfig(MetricsConfig):
+    port: int = Field(9732, ge=1, le=65535, title="Listen port", description="TCP port of the server's /metrics")
+
+
 class ServerConfig(_Strict):
     server_id: str = Field("server", pattern=ID_PATTERN, title="Server id", description="tag of server_health points")
     mqtt: MqttConfig = Field(default_factory=MqttConfig, title="MQTT", description="the broker and our session")
@@ -341,6 +359,12 @@ class ServerConfig(_Strict):
     stored: StoredConfig = Field(
         default_factory=StoredConfig, title="Stored acknowledgements",
         description="the end-to-end acknowledgement each unit waits for before it forgets a record",
+    )
+    summary: SummaryConfig = Field(
+        default_factory=SummaryConfig, title="Cross-gate summary", description="per-gate summaries and ranking"
+    )
+    metrics: ServerMetricsConfig = Field(
+        default_factory=ServerMetricsConfig, title="Prometheus metrics", description="/metrics of the server"
     )
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field(
         "INFO", title="Log level", description="log verbosity; secrets are never logged at any level"
@@ -363,28 +387,9 @@ class ServerConfig(_Strict):
         return self.validation.lanes_file or self.spool.path.with_name("server-lanes.json")
 
 
-def format_errors(exc: ValidationError) -> list[str]:
-    return [f"{'.'.join(str(p) for p in e['loc']) or '<root>'}: {e['msg']}" for e in exc.errors()]
-
-
-def parse_config(raw: Any) -> ServerConfig:
-    if raw is None:
-        raw = {}
-    if not isinstance(raw, dict):
-        raise ConfigError([f"<root>: expected a mapping, got {type(raw).__name__}"])
-    try:
-        return ServerConfig.model_validate(raw)
-    except ValidationError as exc:
-        raise ConfigError(format_errors(exc)) from None
+def parse_config(raw: Any, source: str | None = None) -> ServerConfig:
+    return validate_config(ServerConfig, raw, source)
 
 
 def load_config(path: Path) -> ServerConfig:
-    try:
-        text = path.read_text()
-    except OSError as exc:
-        raise ConfigError([f"{path}: {exc.strerror or exc}"]) from None
-    try:
-        raw = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        raise ConfigError([f"{path}: not valid YAML: {str(exc).splitlines()[0]}"]) from None
-    return parse_config(raw)
+    return load_yaml_config(ServerConfig, path)

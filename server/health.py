@@ -10,6 +10,7 @@ from __future__ import annotations
 import threading
 import time
 from collections import Counter, deque
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Literal
 
@@ -62,6 +63,17 @@ class ServerHealthMessage(BaseModel):
     mqtt_takeovers: int = Field(0, description="times another client took this server's MQTT session")
 
 
+@dataclass(frozen=True)
+class Counts:
+    """The cumulative counters, copied under the lock (for /metrics)."""
+
+    received: int
+    stored: int
+    rejected: dict[str, int]
+    #: (gate, unit) -> Unix time of its last valid message
+    last_seen: dict[tuple[str, str], float]
+
+
 class Health:
     def __init__(self, server_id: str) -> None:
         self.server_id = server_id
@@ -77,6 +89,7 @@ class Health:
         self.clashes: Counter[str] = Counter()
         self.ahead: Counter[str] = Counter()
         self.held = 0
+        self._last_seen_at: dict[tuple[str, str], float] = {}
 
     def on_received(self) -> None:
         with self._lock:
@@ -93,6 +106,11 @@ class Health:
     def on_unit(self, gate: str, unit: str) -> None:
         with self._lock:
             self._last_seen[f"{gate}/{unit}"] = time.monotonic()
+            self._last_seen_at[(gate, unit)] = time.time()
+
+    def counts(self) -> Counts:
+        with self._lock:
+            return Counts(self.received, self.stored, dict(self.rejected), dict(self._last_seen_at))
 
     def on_clash(self, gate: str, unit: str) -> None:
         with self._lock:

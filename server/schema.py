@@ -31,6 +31,7 @@ from wire.payloads import (
     UnitState,
     VehicleClass,
 )
+from wire.summary import GateSummary, ProvinceSummary
 from wire.topics import PREFIX
 from wire.topics import SERVER_HEALTH as SERVER_HEALTH_TOPIC
 
@@ -42,6 +43,9 @@ UNIT_STATUS = "unit_status"
 ALERTS = "alerts"
 SERVER_HEALTH = "server_health"
 UNIT_SEQ = "unit_seq"
+#: the cross-gate view (server/summary.py); versioned: a redefinition starts new series
+GATE_SUMMARY = "gate_summary_v1"
+PROVINCE_SUMMARY = "province_summary_v1"
 
 FieldValue = int | float | bool | str
 
@@ -238,6 +242,31 @@ def origin_topic(line: str) -> str:
     if measurement == ALERTS:
         return f"{PREFIX}/{gate}/{tags.get('lane', '_')}/alert"
     return SERVER_HEALTH_TOPIC
+
+
+def summary_points(gates: list[GateSummary], province: ProvinceSummary) -> list[Point]:
+    """One `gate_summary_v1` point per gate and one `province_summary_v1` point, at the summary's
+    time: a bucket computed again (a late record) overwrites its points."""
+    out = [
+        _point(GATE_SUMMARY, g.at, {"gate": g.gate}, {
+            "lanes": g.lanes,
+            "lanes_reporting": g.lanes_reporting,
+            "trucks_arriving_per_h": float(g.trucks_arriving_per_h),
+            "trucks_cleared_per_h": float(g.trucks_cleared_per_h),
+            "vehicles_cleared_per_h": float(g.vehicles_cleared_per_h),
+            "vehicles_queued": float(g.vehicles_queued),
+            "expected_wait_s": _f(g.expected_wait_s),
+            "rank": g.rank or 0,  # 0: not ranked (a null would let last() show an older rank)
+        })
+        for g in gates
+    ]
+    best = province.ranking[0] if province.best_gate is not None else None
+    out.append(_point(PROVINCE_SUMMARY, province.at, {}, {
+        "gates_ranked": len(province.ranking),
+        "best_gate": province.best_gate,
+        "best_wait_s": None if best is None else _f(best.expected_wait_s),
+    }))
+    return out
 
 
 def _f(value: float | None) -> float | None:

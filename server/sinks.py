@@ -21,8 +21,9 @@ from typing import Protocol
 
 import urllib3
 
+from common.config import secret_from_env
 from server import ServerError
-from server.config import InfluxApi, InfluxConfig, secret_from_env
+from server.config import InfluxApi, InfluxConfig
 
 log = logging.getLogger(__name__)
 

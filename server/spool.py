@@ -34,7 +34,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
 
-from server import ServerError
+from server import AnotherServer, ServerError
 
 
 class SpoolError(ServerError):
@@ -45,7 +45,7 @@ class SpoolFull(SpoolError):
     """The spool is at its size bound, or the filesystem at its reserve: nothing more goes in."""
 
 
-class SpoolLocked(ServerError):
+class SpoolLocked(AnotherServer):
     """Another server process uses this spool."""
 
 

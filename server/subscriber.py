@@ -21,30 +21,29 @@ import os
 import queue
 import secrets
 import socket
-import ssl
 import threading
 import time
 from dataclasses import dataclass
-from typing import Any, cast
+from typing import Any
 
 import paho.mqtt.client as mqtt
-from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 
-from server import ServerError
-from server.config import MqttConfig, secret_from_env
+from common.mqtt import client_for
+from server import AnotherServer, ServerError
+from server.config import MqttConfig
 from wire.topics import server_claim
 
 log = logging.getLogger(__name__)
 
 
 class SubscriberError(ServerError):
-    """The MQTT client cannot be set up (bad TLS file, bad options)."""
+    """The MQTT client cannot connect at all (bad options); TLS set-up errors are common.mqtt.MqttError."""
 
 
-class ClientIdInUse(ServerError):
+class ClientIdInUse(AnotherServer):
     """Another server holds this server's client id: two servers would take the session from each
     other, back and forth, each time re-sending every unacknowledged message."""
 
@@ -85,6 +84,9 @@ class Subscriber:
         self._generation = 0
         self._lock = threading.Lock()
         self.connected = threading.Event()
+        #: the unit subscription of the current connection is in place (its SUBACK arrived)
+        self.subscribed = threading.Event()
+        self._subscribe_mid: int | None = None
         self._failed_logged = False
         #: set when this process must stop: another instance uses our client id
         self.fatal: ClientIdInUse | None = None
@@ -95,24 +97,16 @@ class Subscriber:
         self._claim: dict[str, Any] = {"token": secrets.token_hex(8), "instance": instance or socket.gethostname(),
                                        "pid": os.getpid(), "since": time.time()}
         self._claimed_at = 0.0
-        self.client = client or mqtt.Client(
-            callback_api_version=CallbackAPIVersion.VERSION2, client_id=config.client_id,
-            protocol=MQTTProtocolVersion.MQTTv5, manual_ack=True,
+        # a server must not start without its password (unlike a unit, it has no outbox to fill)
+        self.client = client or client_for(
+            config, config.client_id, password=config.password(required=True) if config.username is not None else None,
+            manual_ack=True, max_inflight=1000, reconnect_s=(config.reconnect_min_s, config.reconnect_max_s),
         )
-        self.client.max_inflight_messages_set(1000)
-        # paho accepts float delays; its int annotation is narrower than the implementation
-        self.client.reconnect_delay_set(cast(int, config.reconnect_min_s), cast(int, config.reconnect_max_s))
-        if config.username is not None:
-            self.client.username_pw_set(config.username, secret_from_env(config.password_env, "mqtt.password_env"))
-        if config.tls_ca_file is not None:
-            try:
-                self.client.tls_set(ca_certs=str(config.tls_ca_file), cert_reqs=ssl.CERT_REQUIRED)
-            except (OSError, ssl.SSLError, ValueError) as exc:
-                raise SubscriberError(f"mqtt.tls_ca_file {config.tls_ca_file}: {exc}") from None
         self.client.on_connect = self._on_connect
         self.client.on_connect_fail = self._on_connect_fail
         self.client.on_disconnect = self._on_disconnect
         self.client.on_message = self._on_message
+        self.client.on_subscribe = self._on_subscribe
 
     @property
     def where(self) -> str:
@@ -177,9 +171,9 @@ class Subscriber:
         else:
             log.info("mqtt connected to %s (session present: %s)", self.where, flags.session_present)
         self._failed_logged = False
-        # the retained claim comes first: whoever held this client id before us
+        _, self._subscribe_mid = client.subscribe(self.config.subscription, qos=1)
+        # and the retained claim of whoever held this client id before us
         client.subscribe(self.claim_topic, qos=1)
-        client.subscribe(self.config.subscription, qos=1)
         self._publish_claim("on")
 
     def _on_connect_fail(self, client: mqtt.Client, userdata: Any) -> None:
@@ -187,9 +181,14 @@ class Subscriber:
             log.error("cannot reach mqtt broker %s; retrying", self.where)
             self._failed_logged = True
 
+    def _on_subscribe(self, client: mqtt.Client, userdata: Any, mid: int, rcs: Any, props: Any) -> None:
+        if mid == self._subscribe_mid:
+            self.subscribed.set()
+
     def _on_disconnect(self, client: mqtt.Client, userdata: Any, flags: Any, rc: ReasonCode, props: Any) -> None:
         was = self.connected.is_set()
         self.connected.clear()
+        self.subscribed.clear()
         if rc.value == SESSION_TAKEN_OVER and self.fatal is None:
             now = self._time()
             self._takeover_times = [t for t in self._takeover_times if now - t < TAKEOVER_WINDOW_S] + [now]

@@ -173,8 +173,44 @@ def unit_health() -> dict[str, Any]:
     return dashboard("gatewatch-units", "gatewatch: unit health", panels, variables, time_from="now-24h")
 
 
+def cross_gate() -> dict[str, Any]:
+    """The province's view: every gate side by side over time, and which one to send a truck to now.
+    From the server's per-gate summaries (server/summary.py): rank 0 means not ranked (no lane of the
+    gate reported recently)."""
+    by_gate = 'FROM "gate_summary_v1" WHERE $timeFilter GROUP BY time($__interval), "gate"'
+    panels = [
+        panel("Best gate now", "stat", [target(
+            'SELECT last("best_gate") AS "best_gate", last("best_wait_s") AS "expected_wait_s" '
+            'FROM "province_summary_v1" WHERE $timeFilter', fmt="table")], w=6,
+            description="The gate where a truck arriving now waits least (province ranking)",
+            options={"reduceOptions": {"fields": "/^best_gate$/", "calcs": ["lastNotNull"]}, "textMode": "value"}),
+        panel("Gates ranked now", "table", [target(
+            'SELECT last("rank") AS "rank", last("expected_wait_s") AS "expected_wait_s", '
+            'last("trucks_cleared_per_h") AS "trucks_cleared_per_h", last("trucks_arriving_per_h") AS '
+            '"trucks_arriving_per_h", last("vehicles_queued") AS "vehicles_queued", last("lanes_reporting") AS '
+            '"lanes_reporting" FROM "gate_summary_v1" WHERE $timeFilter GROUP BY "gate"', fmt="table")], w=18,
+            description="Each gate's latest summary; rank 1 is the shortest expected wait, 0 not ranked"),
+        panel("Expected truck wait by gate", "timeseries", [target(
+            f'SELECT last("expected_wait_s") {by_gate}', alias="$tag_gate")], unit="s", w=24,
+            description="Vehicles queued / vehicles cleared per second: the wait of a truck joining now"),
+        panel("Trucks arriving per hour by gate", "timeseries", [target(
+            f'SELECT mean("trucks_arriving_per_h") {by_gate}', alias="$tag_gate")],
+            description="Truck crossings in each gate's arriving directions"),
+        panel("Trucks cleared per hour by gate", "timeseries", [target(
+            f'SELECT mean("trucks_cleared_per_h") {by_gate}', alias="$tag_gate")],
+            description="Truck crossings in each gate's cleared directions"),
+        panel("Vehicles queued by gate", "timeseries", [target(
+            f'SELECT mean("vehicles_queued") {by_gate}', alias="$tag_gate")],
+            description="Vehicles in the queue zones of each gate's reporting lanes"),
+        panel("Best gate over time", "state-timeline", [target(
+            'SELECT "best_gate" FROM "province_summary_v1" WHERE $timeFilter', fmt="table")],
+            description="Which gate ranked first at each summary"),
+    ]
+    return dashboard("gatewatch-cross-gate", "gatewatch: cross-gate view", panels, [])
+
+
 DASHBOARDS = {"gates-overview.json": gates_overview, "lane-detail.json": lane_detail,
-              "unit-health.json": unit_health}
+              "unit-health.json": unit_health, "cross-gate.json": cross_gate}
 
 
 def render() -> dict[str, str]:

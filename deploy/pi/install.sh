@@ -82,8 +82,8 @@ weights_sha="$(manifest_field sha256_official)"
 [[ "$weights_sha" =~ ^[0-9a-f]{64}$ ]] || die "no sha256_official for $model_name in $manifest"
 if [ -z "$weights_name" ] || [ -z "$weights_url" ]; then die "no file/source for $model_name in $manifest"; fi
 weights="$models/$weights_name"
-# edge/devtools/export.py names its output <stem>-<sha8>-vehicles-<imgsz>_ncnn_model; unit.yaml names the link
-ncnn_dir="$models/${weights_name%.*}-${weights_sha:0:8}-vehicles-${imgsz}_ncnn_model"
+# edge/devtools/export.py keys its output by the weights' sha256 and the export settings and writes
+# <output>.manifest.json (with that sha256) last; unit.yaml names the link to it
 ncnn_link="$models/${weights_name%.*}-vehicles-${imgsz}_ncnn_model"
 
 # -- 1. platform -----------------------------------------------------------------------------------
@@ -201,15 +201,16 @@ fi
 export_ncnn() {
   local out
   # edge.devtools.export prints the exported path last (ultralytics may log to stdout before it)
-  out="$(GATEWATCH_EXPORT_DIR="$models" YOLO_CONFIG_DIR="$state/ultralytics" \
-    "$venv/bin/python" -m edge.devtools.export "$weights" ncnn "$imgsz" | tail -n 1)"
-  [ "$out" = "$ncnn_dir" ] || die "export wrote $out, expected $ncnn_dir"
+  out="$(YOLO_CONFIG_DIR="$state/ultralytics" \
+    "$venv/bin/python" -m edge.devtools.export "$weights" ncnn "$imgsz" --out-dir "$models" | tail -n 1)"
+  grep -q "$weights_sha" "$out.manifest.json" 2>/dev/null || die "export wrote no complete NCNN model ($out)"
+  ln -sfn "$(basename "$out")" "$ncnn_link"
 }
-if [ -d "$ncnn_dir" ]; then ok "NCNN export $ncnn_dir"; else
-  change "export $weights_name to NCNN at $imgsz ($ncnn_dir)" export_ncnn
-fi
-if [ "$(readlink "$ncnn_link" 2>/dev/null)" = "$(basename "$ncnn_dir")" ]; then ok "link $ncnn_link"; else
-  change "link $ncnn_link -> $(basename "$ncnn_dir")" ln -sfn "$(basename "$ncnn_dir")" "$ncnn_link"
+ncnn_dir="$models/$(readlink "$ncnn_link" 2>/dev/null || true)"
+if [ -L "$ncnn_link" ] && [ -d "$ncnn_dir" ] && grep -q "$weights_sha" "$ncnn_dir.manifest.json" 2>/dev/null; then
+  ok "NCNN export $ncnn_link -> $(basename "$ncnn_dir") (of these weights)"
+else
+  change "export $weights_name to NCNN at $imgsz and link $ncnn_link to it" export_ncnn
 fi
 
 # The service runs as $user; systemd's StateDirectory= would fix ownership at start, but a unit

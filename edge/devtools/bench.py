@@ -48,13 +48,10 @@ class BenchRow:
 
 
 def _run_one(fmt: str, imgsz: int, stride: int, clips: list[str], export_dir: str, queue: mp.Queue) -> None:  # type: ignore[type-arg]
-    import torch
-
     from edge.devtools.evaluation import evaluate
-    from edge.devtools.export import export_model
-    from edge.stages.detector import UltralyticsTracker
+    from edge.devtools.export import cached_export
+    from edge.stages.detector import Tracker, build_tracker
 
-    torch.set_num_threads(max(1, torch.get_num_threads()))
     try:
         if fmt == "tflite":
             # the shared int8 TFLite export (fixed 640 input); exporting TFLite here would need TensorFlow
@@ -62,15 +59,18 @@ def _run_one(fmt: str, imgsz: int, stride: int, clips: list[str], export_dir: st
             if imgsz != TFLITE_IMGSZ:
                 queue.put(("error", f"tflite@{imgsz}: the int8 TFLite model has a fixed {TFLITE_IMGSZ} input"))
                 return
+        elif fmt == "pt":
+            path = default_model()
         else:
-            path = export_model(default_model(), fmt, imgsz, Path(export_dir))
-        cfg = ModelConfig(path=path, imgsz=imgsz, vid_stride=stride)
+            # exported in a process of its own: this one's peak memory is the unit's, without torch
+            path = cached_export(default_model(), fmt, imgsz, Path(export_dir))
+        cfg = ModelConfig(path=path, imgsz=imgsz, vid_stride=stride, format="pt" if fmt == "pt" else "auto")
         folder = footage_dir()
         rows = [r for r in read_ground_truth(folder / "ground_truth.csv") if r.video in clips]
-        trackers: list[UltralyticsTracker] = []
+        trackers: list[Tracker] = []
 
-        def make(c: ModelConfig) -> UltralyticsTracker:
-            trackers.append(UltralyticsTracker(c))
+        def make(c: ModelConfig) -> Tracker:
+            trackers.append(build_tracker(c))
             return trackers[0]
 
         t0 = time.perf_counter()

@@ -15,6 +15,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from common.errors import UsageError
 from edge.config import UnitConfig, load_config
 from edge.devtools.annotate import draw_lanes
 from edge.stages.capture import CaptureError, FileSource, Image, LiveSource, open_source
@@ -54,7 +55,7 @@ def _seek(source: FileSource, at_s: float) -> FileSource:
     """
     skip = int(at_s * source.fps)
     if source.frame_count and skip >= source.frame_count:
-        raise CaptureError(
+        raise UsageError(
             f"--at {at_s:.1f}s is past the end of {source.path.name} ({source.frame_count / source.fps:.1f}s)"
         )
     if skip == 0:
@@ -106,7 +107,7 @@ def calibrate(
     else:
         cfg = load_config(config)
     if out.suffix.lower() != ".png":
-        raise CaptureError(f"--out {out}: write a .png (lossless, so line colours stay exact)")
+        raise UsageError(f"--out {out}: write a .png (lossless, so line colours stay exact)")
     image = render(grab_frame(cfg, at_s), cfg, grid)
     out.parent.mkdir(parents=True, exist_ok=True)
     if not cv2.imwrite(str(out), image):

@@ -1,23 +1,42 @@
-"""Export the vehicle-only model to faster formats (ONNX, NCNN, TFLite) for the Pi and benchmarks.
+"""Export the vehicle-only model to faster formats (ONNX, NCNN, TFLite) for the Pi and benchmarks,
+cached so it happens once per model and setting.
 
-Exports are written to a cache folder, never beside the source weights (the shared test models
-are read-only and production weights are verified by sha256 and must stay untouched).
+Two halves. `export_model` does the export and needs torch (ultralytics); it runs in its own process
+(`python -m edge.devtools.export`). `cached_export` is what a counting process calls: it only looks
+up the cache and, on a miss, runs that process, so the counting process never imports torch.
+
+The cache key is the weights' sha256 plus every export setting (format, input size, dynamic axes,
+classes kept, the export recipe's version), so a changed model or setting never reuses a stale file.
+A finished entry has a manifest (sha256 of every file it holds) written last: an entry without one,
+or whose files no longer match it (an export killed half-way, a damaged disk), is rebuilt.
+Exports are written to a cache folder, never beside the source weights (the shared test models are
+read-only and production weights are verified by sha256 and must stay untouched).
 """
 
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
 import os
 import shutil
+import subprocess
+import sys
+import tempfile
+import time
 from pathlib import Path
 
 from edge import EdgeError
 from edge.config import DEFAULT_CLASS_MAP
-from edge.stages.detector import check_model_path, restrict_head
 
 log = logging.getLogger(__name__)
 FORMATS = {"pt": None, "onnx": ".onnx", "ncnn": "_ncnn_model", "tflite": ".tflite", "openvino": "_openvino_model"}
+#: bump when the way an export is made changes, so old cache entries are not reused
+RECIPE = 2
+
+
+class ExportError(EdgeError):
+    """An export failed, or its cache cannot be written."""
 
 
 def default_export_dir() -> Path:
@@ -32,47 +51,159 @@ def sha256(path: Path) -> str:
     return h.hexdigest()
 
 
+def export_settings(fmt: str, imgsz: int) -> dict[str, object]:
+    """Everything besides the weights that decides what an export contains."""
+    return {
+        "format": fmt,
+        "imgsz": imgsz,
+        # ONNX Runtime takes any input shape: dynamic axes let it run the minimal-padding
+        # rectangle a .pt runs. NCNN and TFLite exports bake the anchors for one shape.
+        "dynamic": fmt == "onnx",
+        "classes": sorted(DEFAULT_CLASS_MAP),
+        "recipe": RECIPE,
+    }
+
+
+def cache_entry(weights: Path, fmt: str, imgsz: int, out_dir: Path, digest: str | None = None) -> Path:
+    if fmt not in FORMATS or fmt == "pt":
+        raise ExportError(f"unknown export format {fmt!r}; choose from {sorted(set(FORMATS) - {'pt'})}")
+    key = hashlib.sha256(
+        json.dumps([digest or sha256(weights), export_settings(fmt, imgsz)], sort_keys=True).encode()
+    ).hexdigest()[:12]
+    return out_dir / f"{weights.stem}-vehicles-{imgsz}-{key}{FORMATS[fmt]}"
+
+
+def _manifest(entry: Path) -> Path:
+    return entry.with_name(entry.name + ".manifest.json")
+
+
+def _files(entry: Path) -> list[Path]:
+    return sorted(p for p in entry.rglob("*") if p.is_file()) if entry.is_dir() else [entry]
+
+
+def entry_is_complete(entry: Path) -> bool:
+    """The entry exists and every file matches the manifest written when its export finished."""
+    try:
+        recorded = json.loads(_manifest(entry).read_text())["files"]
+        files = _files(entry)
+        if not entry.exists() or sorted(recorded) != sorted(str(p.relative_to(entry.parent)) for p in files):
+            return False
+        return all(recorded[str(p.relative_to(entry.parent))] == sha256(p) for p in files)
+    except (OSError, ValueError, TypeError, KeyError):
+        return False
+
+
 def export_model(weights: Path, fmt: str, imgsz: int, out_dir: Path | None = None) -> Path:
     """Return a path to `weights` in format `fmt` at `imgsz`, exporting once and reusing after.
 
-    The vehicle-only head is cut before export, so exported models score vehicles only.
+    Needs torch: call it in a process of its own (see `cached_export`). The vehicle-only head is cut
+    before export, so exported models score vehicles only.
     """
+    from edge.stages.detector import check_model_path
+
     check_model_path(weights)
     if fmt == "pt":
         return weights
-    if fmt not in FORMATS:
-        raise EdgeError(f"unknown export format {fmt!r}; choose from {sorted(FORMATS)}")
     out_dir = out_dir or default_export_dir()
-    stem = f"{weights.stem}-{sha256(weights)[:8]}-vehicles-{imgsz}"
-    target = out_dir / f"{stem}{FORMATS[fmt]}"
-    if target.exists():
+    digest = sha256(weights)
+    target = cache_entry(weights, fmt, imgsz, out_dir, digest)
+    if entry_is_complete(target):
         return target
-    out_dir.mkdir(parents=True, exist_ok=True)
-    work = out_dir / f"{stem}.pt"
-    if not work.exists():
-        shutil.copyfile(weights, work)
-    os.environ.setdefault("YOLO_OFFLINE", "1")
-    from ultralytics import YOLO  # type: ignore[attr-defined]
-
-    model = YOLO(str(work), task="detect")
-    restrict_head(model, list(DEFAULT_CLASS_MAP))
-    log.info("exporting %s to %s at %s", weights.name, fmt, imgsz)
     try:
-        produced = Path(model.export(format=fmt, imgsz=imgsz, dynamic=False, simplify=True, verbose=False))
-    except Exception as exc:  # exporters raise anything from ImportError to RuntimeError
-        raise EdgeError(f"export to {fmt} failed: {exc}") from exc
-    if produced != target:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        work_dir = Path(tempfile.mkdtemp(prefix=".export-", dir=out_dir))
+    except OSError as exc:
+        raise ExportError(f"cannot write the export cache {out_dir}: {exc.strerror or exc}") from exc
+    try:
+        work = work_dir / f"{weights.stem}.pt"
+        shutil.copyfile(weights, work)
+        os.environ.setdefault("YOLO_OFFLINE", "1")
+        from ultralytics import YOLO  # type: ignore[attr-defined]
+
+        from edge.stages.detector_ultralytics import restrict_head
+
+        model = YOLO(str(work), task="detect")
+        restrict_head(model, list(DEFAULT_CLASS_MAP))
+        settings = export_settings(fmt, imgsz)
+        log.info("exporting %s to %s at %s", weights.name, fmt, imgsz)
+        try:
+            produced = Path(
+                model.export(format=fmt, imgsz=imgsz, dynamic=bool(settings["dynamic"]), simplify=True, verbose=False)
+            )
+        except Exception as exc:  # exporters raise anything from ImportError to RuntimeError
+            raise ExportError(f"export to {fmt} failed: {exc}") from exc
+        # replace a damaged entry only now that a good one exists; the manifest goes last
+        _manifest(target).unlink(missing_ok=True)
+        if target.is_dir():
+            shutil.rmtree(target)
+        elif target.exists():
+            target.unlink()
         shutil.move(str(produced), str(target))
+        manifest = {
+            "weights": weights.name,
+            "weights_sha256": digest,
+            "settings": settings,
+            "files": {str(p.relative_to(target.parent)): sha256(p) for p in _files(target)},
+        }
+        tmp = _manifest(target).with_suffix(".tmp")
+        tmp.write_text(json.dumps(manifest, indent=1, sort_keys=True))
+        tmp.replace(_manifest(target))
+    finally:
+        shutil.rmtree(work_dir, ignore_errors=True)
+    return target
+
+
+def cached_export(weights: Path, fmt: str, imgsz: int, out_dir: Path | None = None) -> Path:
+    """The cached export of `weights`, made first (in a subprocess that imports torch) if missing.
+
+    A counting process calls this: on a cache hit it reads only the cache; on a miss it prints one
+    progress line, waits for the export process and checks what it produced.
+    """
+    from edge.stages.detector import check_model_path
+
+    check_model_path(weights)
+    out_dir = out_dir or default_export_dir()
+    target = cache_entry(weights, fmt, imgsz, out_dir)
+    if entry_is_complete(target):
+        return target
+    try:  # a read-only cache fails here, in one line, not deep inside the exporter
+        out_dir.mkdir(parents=True, exist_ok=True)
+        tempfile.TemporaryFile(dir=out_dir).close()
+    except OSError as exc:
+        raise ExportError(
+            f"the model export cache {out_dir} is not writable ({exc.strerror or exc}) and has no {fmt} export "
+            f"of {weights.name} at {imgsz}: make it writable, set GATEWATCH_EXPORT_DIR, or set model.path to an export"
+        ) from exc
+    state = "damaged, re-exporting" if target.exists() else "first use"
+    print(
+        f"gatewatch: exporting {weights.name} to {fmt} at {imgsz} ({state}; once, then cached in {out_dir})...",
+        file=sys.stderr,
+        flush=True,
+    )
+    t0 = time.monotonic()
+    cmd = [sys.executable, "-m", "edge.devtools.export", str(weights), fmt, str(imgsz), "--out-dir", str(out_dir)]
+    proc = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, "YOLO_OFFLINE": "1"})
+    if proc.returncode != 0:
+        lines = (proc.stderr or proc.stdout).strip().splitlines()
+        raise ExportError(f"export of {weights.name} to {fmt} failed: {lines[-1] if lines else proc.returncode}")
+    if not entry_is_complete(target):
+        raise ExportError(f"export of {weights.name} to {fmt} left no complete cache entry at {target}")
+    print(f"gatewatch: exported in {time.monotonic() - t0:.0f} s: {target}", file=sys.stderr, flush=True)
     return target
 
 
 def main() -> None:
-    import sys
+    import argparse
 
-    if len(sys.argv) != 4:
-        sys.exit("usage: python -m edge.devtools.export WEIGHTS FORMAT IMGSZ")
+    parser = argparse.ArgumentParser(prog="python -m edge.devtools.export", description=__doc__.splitlines()[0])
+    parser.add_argument("weights", type=Path)
+    parser.add_argument("format", choices=sorted(set(FORMATS) - {"pt"}))
+    parser.add_argument("imgsz", type=int)
+    parser.add_argument("--out-dir", type=Path, default=None)
+    args = parser.parse_args()
+    logging.basicConfig(level=logging.WARNING)
     try:
-        print(export_model(Path(sys.argv[1]), sys.argv[2], int(sys.argv[3])))
+        print(export_model(args.weights, args.format, args.imgsz, args.out_dir))
     except EdgeError as exc:
         sys.exit(f"error: {exc}")
 

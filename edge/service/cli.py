@@ -2,9 +2,10 @@
 
 Wiring only: which real implementations (ultralytics pipeline, RPi pins, SQLite file, paho)
 go into `EdgeRuntime`. Heavy imports (ultralytics, torch) happen inside the command, so
-`--validate-config` and `--help` stay fast on a Pi. Every expected failure is an `EdgeError`
-and is printed as one line with a non-zero exit; only a bug prints a traceback, and only
-with ``--log-level debug``.
+`--validate-config` and `--help` stay fast on a Pi. The command runs inside
+`common.cli.guarded(catch_all=True)`: every failure, even a bug, is one `error:` line in journald
+with its kind's exit code (2 bad config, 1 anything else); a bug's traceback is logged only with
+``--log-level debug``.
 """
 
 from __future__ import annotations
@@ -19,13 +20,11 @@ from typing import Any
 
 import typer
 
+from common.cli import guarded
 from edge import EdgeError
-from edge.config import ConfigError, UnitConfig, load_config
+from edge.config import UnitConfig, load_config
 
 log = logging.getLogger("edge.service.runtime")
-
-EXIT_CONFIG = 2
-EXIT_RUNTIME = 1
 
 PipelineFactory = Callable[[UnitConfig, Callable[[Any], None] | None], Any]
 
@@ -36,11 +35,12 @@ def check_runtime_config(cfg: UnitConfig, *, need_model: bool = True) -> None:
         raise EdgeError(f"model not found: {cfg.model.path} (see models/README; set model.path or GATEWATCH_MODEL)")
     if cfg.source.kind == "file" and cfg.source.path and not Path(cfg.source.path).exists():
         raise EdgeError(f"source file not found: {cfg.source.path}")
-    for tls in (cfg.mqtt.tls_ca, cfg.mqtt.tls_cert, cfg.mqtt.tls_key):
+    for tls in (cfg.mqtt.tls_ca_file, cfg.mqtt.tls_cert_file, cfg.mqtt.tls_key_file):
         if tls is not None and not tls.exists():
             raise EdgeError(f"mqtt TLS file not found: {tls}")
-    if cfg.mqtt.username and not cfg.mqtt.password_value():
-        log.warning("mqtt.username is set but no password (mqtt.password or GATEWATCH_MQTT_PASSWORD)")
+    if cfg.mqtt.username and not cfg.mqtt.password(required=False):
+        log.warning("mqtt.username is set but no password: environment variable %s is not set (mqtt.password_env)",
+                    cfg.mqtt.password_env)
 
 
 def check_broker(cfg: UnitConfig, timeout_s: float = 10.0) -> None:
@@ -48,26 +48,13 @@ def check_broker(cfg: UnitConfig, timeout_s: float = 10.0) -> None:
     exits over an unreachable broker (it buffers)."""
     import threading
 
-    import paho.mqtt.client as mqtt
-    from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
+    from common.mqtt import client_for
 
     result: dict[str, str] = {}
     done = threading.Event()
-    client = mqtt.Client(
-        callback_api_version=CallbackAPIVersion.VERSION2,
-        client_id=f"{cfg.gate}-{cfg.unit}-check",
-        protocol=MQTTProtocolVersion.MQTTv5,
-    )
-    if cfg.mqtt.username:
-        client.username_pw_set(cfg.mqtt.username, cfg.mqtt.password_value())
-    if cfg.mqtt.tls_ca:
-        client.tls_set(
-            ca_certs=str(cfg.mqtt.tls_ca),
-            certfile=str(cfg.mqtt.tls_cert) if cfg.mqtt.tls_cert else None,
-            keyfile=str(cfg.mqtt.tls_key) if cfg.mqtt.tls_key else None,
-        )
+    client = client_for(cfg.mqtt, f"{cfg.gate}-{cfg.unit}-check", password=cfg.mqtt.password(required=False))
 
-    def on_connect(c: mqtt.Client, u: Any, f: Any, rc: Any, p: Any) -> None:
+    def on_connect(c: Any, u: Any, f: Any, rc: Any, p: Any) -> None:
         result["rc"] = "ok" if not rc.is_failure else str(rc)
         done.set()
 
@@ -88,7 +75,7 @@ def check_broker(cfg: UnitConfig, timeout_s: float = 10.0) -> None:
 
 
 def default_pipeline_factory(cfg: UnitConfig, on_event: Callable[[Any], None] | None) -> Any:
-    from edge.pipeline import build_pipeline  # heavy: ultralytics, torch
+    from edge.pipeline import build_pipeline  # loads the model runtime (torch only on the ultralytics path)
 
     return build_pipeline(cfg, on_event=on_event)
 
@@ -104,7 +91,7 @@ def serve(
     from edge.service.outbox import Outbox
     from edge.service.runtime import EdgeRuntime, SdNotifier
 
-    outbox = Outbox(cfg.outbox.path, cfg.outbox.max_bytes)
+    outbox = Outbox.from_config(cfg.outbox)
     signals = loops = None
     if cfg.gpio.status_led is not None or cfg.gpio.lane_signals or cfg.gpio.loop_sensors:
         import time
@@ -153,27 +140,18 @@ def edge_command(
     check_broker_flag: bool = False,
     log_level: str = "info",
     pipeline_factory: PipelineFactory = default_pipeline_factory,
-) -> int:
-    """The command's body, returning an exit code (callable from tests without typer)."""
+) -> None:
+    """The command's body: check the config, then serve until stopped (or only check, and say so)."""
     setup_logging(log_level)
-    try:
-        cfg = load_config(config)
-        if validate_config or check_broker_flag:
-            check_runtime_config(cfg)
-            if check_broker_flag:
-                check_broker(cfg)
-            typer.echo(f"{config}: ok (gate {cfg.gate}, unit {cfg.unit}, config {cfg.config_hash()})")
-            return 0
-        check_runtime_config(cfg, need_model=pipeline_factory is default_pipeline_factory)
-        serve(cfg, pipeline_factory=pipeline_factory)
-    except EdgeError as exc:
-        typer.echo(f"error: {exc}", err=True)
-        return EXIT_CONFIG if isinstance(exc, ConfigError) else EXIT_RUNTIME
-    except Exception as exc:  # process boundary: one line unless debugging
-        log.debug("unexpected failure", exc_info=True)
-        typer.echo(f"error: unexpected {type(exc).__name__}: {exc}", err=True)
-        return EXIT_RUNTIME
-    return 0
+    cfg = load_config(config)
+    if validate_config or check_broker_flag:
+        check_runtime_config(cfg)
+        if check_broker_flag:
+            check_broker(cfg)
+        typer.echo(f"{config}: ok (gate {cfg.gate}, unit {cfg.unit}, config {cfg.config_hash()})")
+        return
+    check_runtime_config(cfg, need_model=pipeline_factory is default_pipeline_factory)
+    serve(cfg, pipeline_factory=pipeline_factory)
 
 
 def register_runtime(app: typer.Typer) -> None:
@@ -191,6 +169,5 @@ def register_runtime(app: typer.Typer) -> None:
         log_level: str = typer.Option("info", "--log-level", help="debug, info, warning, error"),
     ) -> None:
         """Run the edge unit: count vehicles, buffer to the outbox, publish over MQTT."""
-        code = edge_command(config, validate_config, check_broker_flag, log_level)
-        if code:
-            raise typer.Exit(code)
+        # process boundary: journald gets one line, whatever failed
+        guarded(lambda: edge_command(config, validate_config, check_broker_flag, log_level), catch_all=True)

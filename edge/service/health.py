@@ -107,6 +107,8 @@ class HealthSampler:
             outbox_depth=outbox.depth,
             outbox_oldest_s=oldest,
             dropped_records=outbox.dropped,
+            outbox_first_seq=outbox.first_seq,
+            outbox_lost=outbox.lost,
             cpu_temp_c=self.readers.cpu_temp_c(),
             throttled=self.readers.throttled(),
             mem_mb=self.readers.mem_mb(),

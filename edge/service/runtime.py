@@ -29,9 +29,11 @@ from typing import Protocol, runtime_checkable
 
 from edge import EdgeError, __version__
 from edge.config import UnitConfig
+from edge.service.discovery import Discovery
 from edge.service.health import HealthSampler, PipelineFigures
+from edge.service.ledger import merge_windows, window_key
 from edge.service.loop_sensor import LoopSensors
-from edge.service.outbox import Outbox
+from edge.service.outbox import LedgerEntry, Outbox, OutboxCorrupt, OutboxError
 from edge.service.publisher import Publisher
 from edge.service.signals import SignalBoard
 from wire.errors import WireError
@@ -53,6 +55,8 @@ log = logging.getLogger(__name__)
 
 #: how often the ticker wakes: fast enough for a lane light to go unknown promptly.
 TICK_S = 0.25
+#: one line a minute at most about messages the disk refused
+LOSS_LOG_INTERVAL_S = 60.0
 
 
 class PipelineStatsLike(Protocol):
@@ -134,15 +138,23 @@ class EdgeRuntime:
         self.health = health or HealthSampler(
             cfg.gate, cfg.unit, cfg.health.interval_s, wall_clock=clock, monotonic=monotonic
         )
+        #: Home Assistant discovery, when the unit's config turns it on
+        self.discovery = Discovery(cfg) if cfg.homeassistant.enabled else None
         self.publisher = publisher or Publisher(
             cfg.mqtt,
             cfg.gate,
             cfg.unit,
             outbox,
             status=self.status_message,
-            subscriptions=[str(Topic.alert(cfg.gate, s.lane)) for s in cfg.gpio.lane_signals],
+            subscriptions=[str(Topic.alert(cfg.gate, s.lane)) for s in cfg.gpio.lane_signals]
+            + (self.discovery.subscriptions() if self.discovery else []),
             on_message=self.on_mqtt_message,
+            resend_after_s=cfg.outbox.resend_after_s,
+            on_connect=self.discovery.on_connect if self.discovery else None,
         )
+        from edge.service.metrics import EdgeMetrics  # prometheus_client, only for a unit in service
+
+        self.metrics = EdgeMetrics(self)
         self._topics = {k: str(Topic.unit(cfg.gate, cfg.unit, k)) for k in UNIT_KINDS}
         self._stop = threading.Event()
         self._running = False
@@ -150,9 +162,14 @@ class EdgeRuntime:
         self._progress_at = monotonic()
         self._frames_seen = -1
         self.records_enqueued = 0
+        self.records_merged = 0
         self.events_enqueued = 0
         self.health_sent = 0
         self.unsendable = 0
+        #: messages the disk refused in this run (the outbox counts them across runs, for health)
+        self.storage_losses = 0
+        self._unlogged_losses = 0
+        self._losses_logged_at = float("-inf")
 
     # -- messages ---------------------------------------------------------------------------------
 
@@ -170,14 +187,43 @@ class EdgeRuntime:
         )
 
     def enqueue_record(self, record: WindowRecord) -> int:
+        """Enqueue one window record; a second piece of a window already emitted (a restart
+        inside it, the clock stepping back) is merged with the first and sent as one record.
+        Raises ValueError for a record the contract rejects, OutboxError for the disk."""
         if self.loops is not None:
             record = self.loops.annotate(record)
+        key = window_key(record)
+        earlier = self.outbox.emitted(key)
+        if earlier is not None:
+            record = merge_windows(WindowRecord.model_validate_json(earlier), record)
+            self.records_merged += 1
+            log.info("window %s of lane %s was emitted before (a restart inside it, or the clock stepped "
+                     "back); sending the two pieces merged as one record", record.window_start, record.lane)
+        merged = record
         seq = self.outbox.enqueue(
-            self._topics[TopicKind.COUNTS], lambda s: encode(CountsMessage.from_record(record, s))
+            self._topics[TopicKind.COUNTS],
+            lambda s: encode(CountsMessage.from_record(merged, s)),
+            ledger=LedgerEntry(key, merged.window_start.timestamp(), merged.model_dump_json().encode()),
         )
         self.records_enqueued += 1
         self.publisher.notify()
+        if self.discovery is not None:
+            self.discovery.on_record(self.publisher.client, record, connected=self.publisher.connected)
         return seq
+
+    def _storage_loss(self, what: str, exc: OutboxError) -> None:
+        """A message the disk refused: counted (the outbox keeps the count for health, and its seq
+        shows as a gap at the server), logged once a minute at most, and counting goes on."""
+        if isinstance(exc, OutboxCorrupt):
+            raise exc  # a restart moves the damaged database aside; running on would lose everything
+        self.storage_losses += 1
+        self._unlogged_losses += 1
+        now = self.monotonic()
+        if now - self._losses_logged_at >= LOSS_LOG_INTERVAL_S:
+            log.error("%d message(s) lost since the last report, the outbox could not store them (%s, last: "
+                      "%s); counting goes on", self._unlogged_losses, exc, what)
+            self._unlogged_losses = 0
+            self._losses_logged_at = now
 
     def on_event(self, event: CrossingEvent) -> None:
         """Pipeline hook for per-crossing events (when `counting.events` is on)."""
@@ -190,6 +236,9 @@ class EdgeRuntime:
         except ValueError as exc:  # called inside the pipeline: one bad event must not stop counting
             self.unsendable += 1
             log.error("crossing event on lane %s not sendable, skipped: %s", event.lane, exc)
+            return
+        except OutboxError as exc:
+            self._storage_loss(f"crossing event on lane {event.lane}", exc)
             return
         self.events_enqueued += 1
         self.publisher.notify()
@@ -204,15 +253,28 @@ class EdgeRuntime:
         # Sample first (vcgencmd may take a moment), then take a seq inside the outbox's
         # transaction: the pipeline must never wait on a thermometer.
         message = self.health.sample(0, figures, self.outbox.stats())
-        seq = self.outbox.enqueue(
-            self._topics[TopicKind.HEALTH], lambda s: encode(message.model_copy(update={"seq": s}))
-        )
+        topic = self._topics[TopicKind.HEALTH]
+        try:
+            seq = self.outbox.enqueue(topic, lambda s: encode(message.model_copy(update={"seq": s})))
+        except OutboxError as exc:
+            self._storage_loss("health", exc)
+            if exc.seq is None:
+                return -1
+            # The disk refused it: send it straight (not durable) under the number it took, so the
+            # server still learns about the trouble (outbox_lost) while it lasts.
+            direct = message.model_copy(update={"seq": exc.seq, "outbox_lost": self.outbox.lost})
+            if self.publisher.publish_direct(topic, encode(direct)):
+                self.health_sent += 1
+            return exc.seq
         self.health_sent += 1
         self.publisher.notify()
         return seq
 
     def on_mqtt_message(self, topic: str, payload: bytes) -> None:
-        """Alert state from the server, for the lane lights; anything malformed is ignored."""
+        """Alert state from the server, for the lane lights; Home Assistant's birth and our own
+        discovery topics; anything malformed is ignored."""
+        if self.discovery is not None and self.discovery.on_message(self.publisher.client, topic, payload):
+            return
         if self.signals is None:
             return
         try:
@@ -244,18 +306,26 @@ class EdgeRuntime:
     def stopping(self) -> bool:
         return self._stop.is_set()
 
+    @property
+    def pipeline(self) -> PipelineLike | None:
+        """The pipeline being run (None before `run`)."""
+        return self._pipeline
+
     def run(self, pipeline: PipelineLike) -> None:
         """Run until the pipeline ends (a file) or a stop is requested; then flush and go offline."""
         self._pipeline = pipeline
         if self._stop.is_set() and isinstance(pipeline, Stoppable):
             pipeline.stop()  # SIGTERM arrived while the model was loading
         self._running = True
+        self.metrics.attach(pipeline)
+        self.metrics.start()
         self.publisher.start()
         ticker = threading.Thread(target=self._tick_loop, name="edge-ticker", daemon=True)
         ticker.start()
         self.notifier.notify("READY=1\nSTATUS=counting")
         ended = False
         try:
+            stoppable = isinstance(pipeline, Stoppable)
             for record in pipeline.records():
                 try:
                     self.enqueue_record(record)
@@ -263,8 +333,12 @@ class EdgeRuntime:
                     self.unsendable += 1
                     log.error("window record %s/%s at %s not sendable, skipped: %s",
                               record.unit, record.lane, record.window_start, exc)
+                except OutboxError as exc:
+                    self._storage_loss(f"window record of lane {record.lane} at {record.window_start}", exc)
                 self._progress_at = self.monotonic()
-                if self._stop.is_set():
+                # A stoppable pipeline ends by itself after a stop, once it has flushed every lane's
+                # open window: breaking here would lose all but the first of those records.
+                if self._stop.is_set() and not stoppable:
                     break
             ended = not self._stop.is_set()
         finally:
@@ -283,6 +357,7 @@ class EdgeRuntime:
         try:
             self.publisher.stop(self.flush_timeout_s, drain_all=drain_all)
         finally:
+            self.metrics.stop()
             if self.signals is not None:
                 self.signals.close()
             if self.loops is not None:

@@ -15,8 +15,9 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, ClassVar, Protocol, Self, TypeVar
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel
 
+from common.config import StrictModel
 from wire.payloads import ActiveAlert, AlertLevel, HealthMessage, StatusMessage, WindowRecord
 
 #: (gate, lane)
@@ -37,14 +38,6 @@ class AlertEvent:
     active: bool
     expected_wait_s: float | None
     text: str
-
-
-class StrictModel(BaseModel):
-    """Base of the alert config models: unknown keys are errors, so a typo (`raise_fro_s`) is reported with
-    its path instead of leaving a gate without alerts. (server.config imports these models, so they
-    cannot borrow its base.)"""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
 
 
 class RuleConfig(StrictModel):

@@ -13,7 +13,8 @@ from typing import TYPE_CHECKING, Any
 
 from pydantic import Field, create_model, model_validator
 
-from server.alerts.base import LaneRulesBase, Rule, StrictModel
+from common.config import StrictModel
+from server.alerts.base import LaneRulesBase, Rule
 from server.alerts.gate_level import GateLevelConfig
 from server.alerts.rules import RULES
 

@@ -13,7 +13,8 @@ from typing import Literal
 
 from pydantic import Field, model_validator
 
-from server.alerts.base import AlertEvent, Lane, StrictModel
+from common.config import StrictModel
+from server.alerts.base import AlertEvent, Lane
 from wire.payloads import ActiveAlert, AlertLevel
 
 GATE_LEVEL = "gate_level"

@@ -22,10 +22,11 @@ from gatewatch.provision import (
     provision_unit,
     unit_username,
 )
+from gatewatch.services import Broker, free_port, start_mosquitto, wait_for, write_shipped_mosquitto_conf
 from tests.deploy.dataset import Dataset, make_dataset, write_dataset
-from tests.deploy.mqtt_probe import SHIPPED_CONF, Probe, env_value, render_broker_conf
+from tests.deploy.mqtt_probe import SHIPPED_CONF, Probe, env_value
 from tests.fixtures.influx import Influx1, start_influxd
-from tests.fixtures.procs import Service, free_port, require_binary, wait_for
+from tests.fixtures.procs import require_binary
 
 UNITS = [("huu-nghi", "cam1"), ("huu-nghi", "cam2"), ("tan-thanh", "cam1")]
 SERVER = "gatewatch-server"
@@ -36,7 +37,7 @@ class SecureBroker:
     state: State
     unit_port: int
     server_port: int
-    service: Service
+    broker: Broker
     log: Path
 
     def log_mark(self) -> int:
@@ -75,8 +76,8 @@ class SecureBroker:
 
 @pytest.fixture(scope="session")
 def secure_broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SecureBroker]:
-    exe = require_binary("mosquitto", "/usr/sbin/mosquitto")
-    require_binary("mosquitto_passwd", "/usr/bin/mosquitto_passwd")
+    require_binary("mosquitto")
+    require_binary("mosquitto_passwd")
     require_binary("openssl")
     tmp = tmp_path_factory.mktemp("secure-broker")
     state = State(tmp / "state")
@@ -85,18 +86,14 @@ def secure_broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SecureBr
     for gate, unit in UNITS:
         provision_unit(state.root, gate, unit, UnitOptions(broker_host="broker.gate.test"))
     unit_port, server_port = free_port(), free_port()
-    persist = tmp / "persist"
-    persist.mkdir()
-    conf = tmp / "mosquitto.conf"
     log = tmp / "broker.log"
-    conf.write_text(render_broker_conf(SHIPPED_CONF.read_text(), state.broker, persist,
-                                       {8883: unit_port, 8884: server_port}, log))
-    svc = Service([exe, "-c", str(conf)], unit_port, tmp / "mosquitto.log")
-    svc.start()
+    conf = write_shipped_mosquitto_conf(tmp, SHIPPED_CONF.read_text(), state.broker,
+                                        {8883: unit_port, 8884: server_port}, log)
+    broker = start_mosquitto(tmp, conf=conf, port=unit_port)
     try:
-        yield SecureBroker(state, unit_port, server_port, svc, log)
+        yield SecureBroker(state, unit_port, server_port, broker, log)
     finally:
-        svc.stop()
+        broker.stop()
 
 
 IQL = Path(__file__).resolve().parents[2] / "deploy" / "influxdb" / "gatewatch.iql"

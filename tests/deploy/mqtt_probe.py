@@ -1,14 +1,11 @@
-"""A real paho (VERSION2 callbacks, MQTT v5) client for security tests, and the broker renderer.
+"""A real MQTT client (common.mqtt: VERSION2 callbacks, MQTT v5) for security tests.
 
-The broker under test runs the shipped deploy/mosquitto/mosquitto.conf: `render_broker_conf`
-changes only what must differ in a test (file locations, ports, logging, loopback binding) and
-refuses to render a template whose shape it does not recognise, so the test can never quietly
-run a different security setup from the one shipped.
+The broker under test runs the shipped deploy/mosquitto/mosquitto.conf (`SHIPPED_CONF`), rendered
+for a test machine by gatewatch.services.write_shipped_mosquitto_conf.
 """
 
 from __future__ import annotations
 
-import os
 import queue
 import ssl
 import threading
@@ -17,41 +14,13 @@ from pathlib import Path
 from typing import Any
 
 import paho.mqtt.client as mqtt
-from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
 from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 
+from common.mqtt import make_client
+
 ROOT = Path(__file__).resolve().parents[2]
 SHIPPED_CONF = ROOT / "deploy" / "mosquitto" / "mosquitto.conf"
-ETC = "/etc/mosquitto/gatewatch"
-
-
-def render_broker_conf(template: str, etc: Path, persist: Path, ports: dict[int, int], log: Path) -> str:
-    """The shipped config with test paths and ports; every auth, ACL and TLS line kept verbatim.
-
-    The log stays a file (as shipped): mosquitto flushes each line there, so tests can read why
-    it refused a connection as soon as it did."""
-    out = []
-    seen_ports = set()
-    for line in template.splitlines():
-        s = line.strip()
-        if s.startswith("listener "):
-            parts = s.split()
-            seen_ports.add(int(parts[1]))
-            # tests never listen beyond loopback
-            out.append(f"listener {ports[int(parts[1])]} 127.0.0.1")
-        elif s.startswith("log_dest file "):
-            out.append(f"log_dest file {log}")
-        elif s.startswith("persistence_location "):
-            out.append(f"persistence_location {persist}/")
-        else:
-            out.append(line.replace(ETC, str(etc)))
-    if seen_ports != set(ports):
-        raise AssertionError(f"shipped config listens on {sorted(seen_ports)}, the test expects {sorted(ports)}")
-    if os.geteuid() == 0:
-        # mosquitto started as root drops to `mosquitto`, which cannot read pytest's 0700 tmp dirs
-        out.append("user root")
-    return "\n".join(out) + "\n"
 
 
 @dataclass
@@ -83,11 +52,8 @@ class Probe:
         self.disconnects = 0
         self._connack: queue.Queue[Connect] = queue.Queue()
         self._acked = threading.Condition()
-        c = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=self.client_id, protocol=MQTTProtocolVersion.MQTTv5)
-        if self.username is not None:
-            c.username_pw_set(self.username, self.password)
-        if self.ca is not None:
-            c.tls_set(ca_certs=str(self.ca), certfile=_opt(self.cert), keyfile=_opt(self.key))
+        c = make_client(self.client_id, username=self.username, password=self.password, tls_ca_file=self.ca,
+                        tls_cert_file=self.cert, tls_key_file=self.key)
         c.on_connect = self._on_connect
         c.on_disconnect = self._on_disconnect
         c.on_message = self._on_message
@@ -167,10 +133,6 @@ class Probe:
         with self._acked:
             self.subacks[mid] = rcs
             self._acked.notify_all()
-
-
-def _opt(p: Path | None) -> str | None:
-    return None if p is None else str(p)
 
 
 def env_value(path: Path, var: str) -> str:

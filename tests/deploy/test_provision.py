@@ -88,7 +88,7 @@ def test_starter_configs_validate(tmp_path: Path) -> None:
     cfg = load_config(state.unit_dir("huu-nghi", "cam1") / "unit.yaml")
     assert (cfg.gate, cfg.unit, cfg.mqtt.username, cfg.mqtt.port) == ("huu-nghi", "cam1", "huu-nghi.cam1", 8883)
     assert cfg.source.kind == "rtsp" and cfg.source.path == "rtsp://10.0.0.9/stream1"
-    assert cfg.mqtt.password is None and cfg.mqtt.tls_cert is not None
+    assert cfg.mqtt.password_env == UNIT_PASSWORD_ENV and cfg.mqtt.tls_cert_file is not None
     server = load_server_config(state.server_dir("gatewatch-server") / "server.yaml")
     assert (server.mqtt.username, server.mqtt.port, server.mqtt.tls_ca_file is not None) == (
         "gatewatch-server", 8884, True)
@@ -200,3 +200,36 @@ def test_starter_model_is_what_the_pi_installer_exports(tmp_path: Path) -> None:
     assert cfg.model.path.name == f"{stem}-vehicles-{pi['imgsz']}_{pi['format']}_model"
     script = (root / "deploy" / "pi" / "install.sh").read_text()
     assert 'ncnn_link="$models/${weights_name%.*}-vehicles-${imgsz}_ncnn_model"' in script
+
+
+def test_home_assistant_discovery_follows_the_unit_config(tmp_path: Path) -> None:
+    """The ACL grants discovery topics exactly when the unit's config turns discovery on: a new unit
+    from --home-assistant, an existing one from its unit.yaml, switched either way by running again."""
+    root = tmp_path / "state"
+    args = ["provision-unit", "--dir", str(root), "--gate", "huu-nghi", "--unit", "cam1",
+            "--broker-host", "mqtt.gate.test"]
+    code, out = gw(*args, "--home-assistant")
+    assert code == 0, out
+    unit_yaml = State(root).unit_dir("huu-nghi", "cam1") / "unit.yaml"
+    assert load_config(unit_yaml).homeassistant.enabled
+    grant = "topic readwrite homeassistant/+/huu-nghi_AT_cam1/+/config"
+    assert grant in State(root).acl.read_text()
+
+    def edit(homeassistant: dict[str, object] | None) -> None:
+        raw = yaml.safe_load(unit_yaml.read_text())
+        raw.pop("homeassistant", None)
+        unit_yaml.write_text(yaml.safe_dump(raw | ({"homeassistant": homeassistant} if homeassistant else {})))
+
+    edit(None)
+    assert not load_config(unit_yaml).homeassistant.enabled
+    code, out = gw(*args)
+    assert code == 0 and "created ACL block of huu-nghi.cam1" in out, out
+    assert grant not in State(root).acl.read_text()
+    code, out = gw(*args)
+    assert code == 0 and out.splitlines()[-1] == "nothing to change", out
+
+    edit({"enabled": True, "discovery_prefix": "ha"})
+    code, out = gw(*args)
+    assert code == 0 and "with Home Assistant discovery" in out, out
+    acl = State(root).acl.read_text()
+    assert "topic readwrite ha/+/huu-nghi_AT_cam1/+/config" in acl and acl.count("user huu-nghi.cam1") == 1

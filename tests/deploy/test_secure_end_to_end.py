@@ -8,10 +8,7 @@ unit's status, as in production.
 
 from __future__ import annotations
 
-import os
 import queue
-import subprocess
-import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -31,6 +28,7 @@ from tests.deploy.conftest import SERVER, SecureBroker, apply_iql
 from tests.deploy.mqtt_probe import env_value
 from tests.fixtures.influx import Influx1
 from tests.fixtures.procs import wait_for
+from tests.server.helpers import ServerProcess
 from wire.payloads import CountsMessage, StatusMessage, UnitState, VehicleClass, WindowRecord, decode_message
 
 GATE, UNIT = "huu-nghi", "cam1"
@@ -53,8 +51,9 @@ def unit_config(broker: SecureBroker, tmp: Path) -> UnitConfig:
     bundle = broker.state.unit_dir(GATE, UNIT)
     raw = yaml.safe_load((bundle / "unit.yaml").read_text())
     tls = bundle / "tls"
-    raw["mqtt"].update(host="127.0.0.1", port=broker.unit_port, tls_ca=str(tls / "ca.crt"),
-                       tls_cert=str(tls / "client.crt"), tls_key=str(tls / "client.key"), reconnect_min_s=0.2)
+    raw["mqtt"].update(host="127.0.0.1", port=broker.unit_port, tls_ca_file=str(tls / "ca.crt"),
+                       tls_cert_file=str(tls / "client.crt"), tls_key_file=str(tls / "client.key"),
+                       reconnect_min_s=0.2)
     raw["outbox"] = {"path": str(tmp / "outbox.sqlite3")}
     raw["source"] = {"kind": "file", "path": str(tmp / "unused.mp4")}
     tmp.mkdir(parents=True, exist_ok=True)
@@ -137,11 +136,9 @@ def test_unit_to_dashboard_through_the_deployed_stack(secure_broker: SecureBroke
                spool={"path": str(tmp_path / "spool.sqlite3")}, health={"interval_s": 1})
     cfg = tmp_path / "server.yaml"
     cfg.write_text(yaml.safe_dump(raw))
-    env = {**os.environ, SERVER_PASSWORD_ENV: env_value(server_dir / "server.env", SERVER_PASSWORD_ENV)}
-    log = tmp_path / "server.log"
-    with log.open("wb") as out:
-        proc = subprocess.Popen([sys.executable, "-m", "gatewatch", "server", "--config", str(cfg)],
-                                stdout=out, stderr=subprocess.STDOUT, env=env)
+    server = ServerProcess(cfg, tmp_path / "server.log",
+                           {SERVER_PASSWORD_ENV: env_value(server_dir / "server.env", SERVER_PASSWORD_ENV)})
+    server.start()
     try:
         def connected() -> bool:
             rows = influxd.rows('SELECT last("mqtt_connected") FROM "server_health"')
@@ -170,9 +167,8 @@ def test_unit_to_dashboard_through_the_deployed_stack(secure_broker: SecureBroke
         rows = influxd.rows(query)
         assert sum(r["sum"] for r in rows if r["gate"] == GATE) == want
     finally:
-        proc.terminate()
-        code = proc.wait(30)
+        code = server.stop()
         clear_retained_status(secure_broker)
-    output = log.read_text(errors="replace")
+    output = server.output()
     assert code == 0 and "Traceback" not in output, output[-2000:]
     assert "refused" not in output and "not authori" not in output.lower(), output[-2000:]

@@ -20,7 +20,8 @@ from tests import shared_data
 from tests.conftest import ROOT
 from tests.fixtures.influx import Influx1, Victoria
 from tests.fixtures.mosquitto import Broker
-from tests.server.helpers import expected_counts, influx_counts, server_process, victoria_counts, wait_until
+from tests.fixtures.procs import wait_for
+from tests.server.helpers import expected_counts, influx_counts, server_process, victoria_counts
 from wire.payloads import CountsMessage
 
 pytestmark = pytest.mark.model
@@ -102,8 +103,8 @@ def test_clip_counts_reach_influxdb_exactly(
                 return read() == expected
 
             try:
-                wait_until(stored_as_expected, 60, f"the clip's counts in {name}")
-            except AssertionError as exc:
+                wait_for(stored_as_expected, 60, f"the clip's counts in {name}")
+            except TimeoutError as exc:
                 got = read()
                 diff = {
                     k: (expected.get(k), got.get(k)) for k in set(expected) | set(got) if expected.get(k) != got.get(k)

@@ -18,7 +18,7 @@ import pytest
 from edge.config import ModelConfig
 from edge.devtools.evaluation import evaluate
 from edge.devtools.truth import EvalResult, TruthRow, read_ground_truth
-from edge.stages.detector import UltralyticsTracker
+from edge.pipeline import make_tracker
 from tests import shared_data
 from wire.payloads import VehicleClass
 
@@ -28,7 +28,7 @@ pytestmark = pytest.mark.model
 @pytest.fixture(scope="module")
 def results() -> list[EvalResult]:
     folder = shared_data.footage()
-    return evaluate(folder, ModelConfig(path=shared_data.model()), UltralyticsTracker)
+    return evaluate(folder, ModelConfig(path=shared_data.model()), make_tracker)
 
 
 def test_every_ground_truth_row_within_tolerance(results: list[EvalResult]) -> None:
@@ -66,7 +66,7 @@ def test_jittery_top_down_camera_counts_only_the_car_that_drives_across() -> Non
     """
     clip = shared_data.footage("intel_car-detection.mp4")
     row = TruthRow(clip.name, ((0.0, 0.5), (1.0, 0.5)), "down", 1, {}, 0, "")
-    (result,) = evaluate(clip.parent, ModelConfig(path=shared_data.model()), UltralyticsTracker, [row])
+    (result,) = evaluate(clip.parent, ModelConfig(path=shared_data.model()), make_tracker, [row])
     assert result.frames == 377
     assert result.total == 1
     assert result.by_class[VehicleClass.CAR] == 1
@@ -119,7 +119,7 @@ def test_exports_count_the_same(fmt: str, tmp_path: Path) -> None:
     assert exported.exists() and exported.name.startswith("yolov8n-")
     folder = shared_data.footage()
     rows = [r for r in read_ground_truth(folder / "ground_truth.csv") if r.video == "degirum_Traffic.mp4"]
-    (result,) = evaluate(folder, ModelConfig(path=exported, imgsz=480), UltralyticsTracker, rows)
+    (result,) = evaluate(folder, ModelConfig(path=exported, imgsz=480), make_tracker, rows)
     assert result.total == 11 and result.by_class[VehicleClass.CAR] == 11
 
 
@@ -129,5 +129,5 @@ def test_shared_int8_tflite_counts_the_clip() -> None:
     tflite = shared_data.model("yolov8n_int8.tflite")
     folder = shared_data.footage()
     rows = [r for r in read_ground_truth(folder / "ground_truth.csv") if r.video == "degirum_Traffic.mp4"]
-    (result,) = evaluate(folder, ModelConfig(path=tflite, imgsz=640), UltralyticsTracker, rows)
+    (result,) = evaluate(folder, ModelConfig(path=tflite, imgsz=640), make_tracker, rows)
     assert result.total == 11 and result.by_class[VehicleClass.CAR] == 11

@@ -56,7 +56,7 @@ class ScriptedTracker:
         self.frames = frames
         self.i = 0
 
-    def update(self, image: np.ndarray) -> Detections:
+    def update(self, image: np.ndarray, t: float) -> Detections:
         obs = self.frames[self.i] if self.i < len(self.frames) else []
         self.i += 1
         return frame(obs)

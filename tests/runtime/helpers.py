@@ -11,12 +11,25 @@ from pathlib import Path
 from typing import Any, cast
 
 import paho.mqtt.client as mqtt
-from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
+from common.mqtt import make_client
 from edge.config import UnitConfig
-from wire.payloads import CameraState, CountsMessage, Message, VehicleClass, WindowRecord, decode_message
+from wire.errors import WireError
+from wire.payloads import (
+    AlertMessage,
+    CameraState,
+    CountsMessage,
+    HealthMessage,
+    Message,
+    StoredMessage,
+    VehicleClass,
+    WindowRecord,
+    decode_message,
+    encode,
+    topic_for,
+)
 
 GATE = "huu-nghi"
 
@@ -104,11 +117,7 @@ class Subscriber:
         self.messages: list[tuple[str, bytes, bool]] = []
         self._lock = threading.Lock()
         self.connected = threading.Event()
-        self.client = mqtt.Client(
-            callback_api_version=CallbackAPIVersion.VERSION2, client_id=client_id,
-            protocol=MQTTProtocolVersion.MQTTv5,
-        )
-        self.client.reconnect_delay_set(cast(int, 0.2), 1)
+        self.client = make_client(client_id, reconnect_s=(0.2, 1))
         self.topic = topic
 
         def on_connect(c: mqtt.Client, u: Any, f: Any, rc: Any, p: Any) -> None:
@@ -155,3 +164,98 @@ class Subscriber:
     def close(self) -> None:
         self.client.disconnect()
         self.client.loop_stop()
+
+
+class StoredAcker:
+    """The server's half of the `stored` protocol, as a test double: it takes every unit message
+    it receives as durable at once and publishes, retained, how far each unit's stream is
+    contiguous (a seq below the unit's `outbox_first_seq` that never came counts as a gap).
+    Tests of the real server's half live with the server; this one lets the edge's half be
+    tested against a real broker. `stop()` takes it offline, as a server outage. With
+    `only_on_change` it publishes only when a unit's `through_seq` moves (a server may)."""
+
+    def __init__(
+        self, port: int, client_id: str = "test-acker", interval_s: float = 0.2, *, only_on_change: bool = False
+    ) -> None:
+        self.port = port
+        self.client_id = client_id
+        self.interval_s = interval_s
+        self.only_on_change = only_on_change
+        self.seen: dict[tuple[str, str], set[int]] = {}
+        self.through: dict[tuple[str, str], int] = {}
+        self.first: dict[tuple[str, str], int] = {}
+        self.gaps: dict[tuple[str, str], int] = {}
+        self.published = 0
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self.sub: Subscriber | None = None
+        self.start()
+
+    def start(self) -> None:
+        self._stop.clear()
+        self.sub = Subscriber(self.port, "gatewatch/v1/+/+/+", client_id=self.client_id)
+        self._thread = threading.Thread(target=self._loop, daemon=True)
+        self._thread.start()
+
+    def received(self, gate: str = GATE, unit: str = UNIT) -> set[int]:
+        with self._lock:
+            return set(self.seen.get((gate, unit), set()))
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(5)
+        if self.sub is not None:
+            self.sub.close()
+
+    def _loop(self) -> None:
+        taken = 0
+        while not self._stop.wait(self.interval_s):
+            assert self.sub is not None
+            with self.sub._lock:
+                fresh = self.sub.messages[taken:]
+                taken = len(self.sub.messages)
+            changed: set[tuple[str, str]] = set()
+            for topic, payload, _retained in fresh:
+                if not payload or topic.endswith(("/stored", "/alert", "/status")):
+                    continue
+                try:
+                    m = decode_message(topic, payload)
+                except WireError:
+                    continue  # a server dead-letters it; it is no part of any unit's stream
+                if isinstance(m, AlertMessage | StoredMessage):
+                    continue
+                key = (m.gate, m.unit)
+                with self._lock:
+                    self.seen.setdefault(key, set()).add(m.seq)
+                    if isinstance(m, HealthMessage) and m.outbox_first_seq is not None:
+                        self.first[key] = max(self.first.get(key, 0), m.outbox_first_seq)
+                changed.add(key)
+            for key in changed:
+                self._advance(key)
+
+    def _advance(self, key: tuple[str, str]) -> None:
+        with self._lock:
+            seen = self.seen[key]
+            before = through = self.through.get(key, 0)
+            while through + 1 in seen or through + 1 < self.first.get(key, 0):
+                if through + 1 not in seen:
+                    self.gaps[key] = self.gaps.get(key, 0) + 1
+                through += 1
+            self.through[key] = through
+            if self.only_on_change and through == before:
+                return
+            message = StoredMessage(gate=key[0], unit=key[1], through_seq=through, at=datetime.now(UTC),
+                                    gaps=self.gaps.get(key, 0))
+        assert self.sub is not None
+        self.sub.client.publish(topic_for(message), encode(message), qos=1, retain=True)
+        self.published += 1
+
+
+def shipped_persistence() -> str:
+    """The broker persistence settings of the shipped deploy/mosquitto/mosquitto.conf, for a test
+    broker (they override the fixture's own `autosave_interval 1`: the last value wins)."""
+    keys = ("persistence ", "autosave_interval", "autosave_on_changes", "max_queued_messages", "queue_qos0_messages")
+    conf = (Path(__file__).resolve().parents[2] / "deploy" / "mosquitto" / "mosquitto.conf").read_text()
+    return "".join(line + "\n" for line in conf.splitlines() if line.startswith(keys))

@@ -32,6 +32,8 @@ def test_edge_publishes_what_replay_writes(mosquitto: Broker, tmp_path: Path) ->
         "lanes": [{"id": "main", "line": {"a": [0.0, 0.5], "b": [1.0, 0.5]}, "directions": ["down", "up"]}],
         "mqtt": {"host": "127.0.0.1", "port": mosquitto.port},
         "outbox": {"path": str(tmp_path / "outbox.sqlite3")},
+        # no health message may take a seq between the two records, however slow the machine is today
+        "health": {"interval_s": 3600},
     }))
     out = tmp_path / "replay.jsonl"
     replay = subprocess.run(

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
+
 from edge.service.health import HealthReaders, HealthSampler, PipelineFigures
-from edge.service.outbox import ROW_OVERHEAD_BYTES, Outbox
+from edge.service.outbox import ROW_OVERHEAD_BYTES, Outbox, OutboxError
 from edge.service.runtime import EdgeRuntime
 from tests.runtime.helpers import FakePipeline, make_records, unit_config
 from wire.payloads import CameraState, HealthMessage, decode_message
@@ -16,24 +18,36 @@ def payload(seq: int, size: int = 100) -> bytes:
     return head + b"x" * (size - len(head) - 2) + b'"}'
 
 
-def test_seq_is_monotonic_across_restarts_and_rows_leave_only_on_ack(tmp_path: Path) -> None:
+def test_seq_is_monotonic_across_restarts_and_rows_leave_only_once_stored(tmp_path: Path) -> None:
     path = tmp_path / "o.sqlite3"
-    box = Outbox(path, 1 << 20)
+    box = Outbox(path, 1 << 20, clock=lambda: 1000.0)
     seqs = [box.enqueue("t/a", payload) for _ in range(5)]
     assert seqs == [1, 2, 3, 4, 5]
-    assert box.ack([1, 2]) == 2
+    assert box.mark_acked([1, 2], at=1001.0) == 2
+    assert (len(box), box.pending) == (5, 3)  # a PUBACK alone deletes nothing
+    assert [r.seq for r in box.peek_after(0, 100)] == [3, 4, 5]  # acked rows are not sent again...
+    assert [r.seq for r in box.due_for_resend(0, 1000.5, 100)] == []
+    assert [r.seq for r in box.due_for_resend(0, 1001.0, 100)] == [1, 2]  # ...until they are overdue
+    assert box.stored(1) == 1  # the server holds seq 1
+    assert box.stats().first_seq == 2
     box.close()
 
-    box = Outbox(path, 1 << 20)  # a restart: what was not acknowledged is still there, in order
+    box = Outbox(path, 1 << 20)  # a restart: what was not confirmed is still there, in order, acks kept
     assert [r.seq for r in box.peek_after(0, 100)] == [3, 4, 5]
     assert [r.payload for r in box.peek_after(0, 100)] == [payload(3), payload(4), payload(5)]
-    assert box.enqueue("t/a", payload) == 6  # never reuses a number, even after acks
-    box.ack([3, 4, 5, 6])
+    assert [(r.seq, r.acked) for r in box.due_for_resend(0, 2000.0, 100)] == [(2, 1001.0)]
+    assert box.enqueue("t/a", payload) == 6  # never reuses a number, even after deletes
+    box.mark_acked([3, 4, 5, 6], at=1002.0)
+    assert box.stored(6) == 5
     box.close()
     box = Outbox(path, 1 << 20)
-    assert len(box) == 0
+    assert len(box) == 0 and box.stats().first_seq == 7 == box.last_seq + 1
     assert box.enqueue("t/a", payload) == 7
-    assert box.ack([99]) == 0  # an ack for an unknown (dropped) row is harmless
+    assert box.mark_acked([99], at=1003.0) == 0  # an ack for an unknown (dropped) row is harmless
+    assert box.stored(3) == 0  # so is an old confirmation
+    with pytest.raises(OutboxError, match="beyond the last seq"):
+        box.stored(50)  # about another numbering of this unit id: never deletes anything
+    assert len(box) == 1
     box.close()
 
 

@@ -6,16 +6,29 @@ import logging
 import threading
 import time
 from datetime import UTC, datetime
+from functools import partial
 from pathlib import Path
 
 import pytest
 
+from common.mqtt import make_client
 from edge.service.outbox import Outbox
+from edge.service.publisher import Publisher
 from edge.service.runtime import EdgeRuntime
 from tests.fixtures.mosquitto import Broker, add_user, start_broker
 from tests.fixtures.procs import wait_for
-from tests.runtime.helpers import GATE, UNIT, FakePipeline, Subscriber, make_records, unit_config
-from wire.payloads import AlertMessage, CrossingEvent, EventMessage, StatusMessage, UnitState, VehicleClass
+from tests.runtime.helpers import GATE, UNIT, FakePipeline, StoredAcker, Subscriber, make_records, unit_config
+from wire.payloads import (
+    AlertMessage,
+    CountsMessage,
+    CrossingEvent,
+    EventMessage,
+    StatusMessage,
+    UnitState,
+    VehicleClass,
+    WindowRecord,
+    encode,
+)
 
 UNIT_TOPICS = f"gatewatch/v1/{GATE}/{UNIT}/+"
 
@@ -24,6 +37,7 @@ def test_records_reach_a_qos1_subscriber_intact_with_status_online_then_offline(
     mosquitto: Broker, tmp_path: Path
 ) -> None:
     sub = Subscriber(mosquitto.port, UNIT_TOPICS)
+    acker = StoredAcker(mosquitto.port)  # the server's `stored` confirmations
     cfg = unit_config(tmp_path, mosquitto.port, health={"interval_s": 0.5})
     records = make_records(40)
     pipeline = FakePipeline(records, interval_s=0.02, hold_s=1.2)
@@ -43,10 +57,12 @@ def test_records_reach_a_qos1_subscriber_intact_with_status_online_then_offline(
         assert [s.state for s in statuses] == [UnitState.ONLINE, UnitState.OFFLINE]
         assert statuses[0].config_hash == cfg.config_hash()
         assert statuses[-1].seq == seqs[-1]  # offline says how far the stream went
+        assert runtime.publisher.confirmed == seqs[-1]  # every row deleted on `stored`, none on PUBACK
     finally:
         sub.close()
+        acker.stop()
     box = Outbox(cfg.outbox.path, cfg.outbox.max_bytes)
-    assert len(box) == 0  # everything acknowledged and deleted
+    assert len(box) == 0  # everything confirmed stored by the server and deleted
     box.close()
     # A late subscriber reads the retained status: the unit said goodbye.
     late = Subscriber(mosquitto.port, f"gatewatch/v1/{GATE}/{UNIT}/status", client_id="late")
@@ -120,7 +136,7 @@ def test_wrong_password_is_one_clear_error_retried_with_backoff_and_records_kept
         fixed.run(FakePipeline([]))
         assert fixed.publisher.connects == 1 and fixed.publisher.acked == len(records)
         check = Outbox(cfg.outbox.path, cfg.outbox.max_bytes)
-        assert len(check) == 0
+        assert check.pending == 0  # all sent; kept (acked) until a server confirms them stored
         check.close()
     finally:
         broker.stop()
@@ -189,3 +205,40 @@ def test_crossing_events_share_the_seq_stream(mosquitto: Broker, tmp_path: Path)
         assert sorted(m.seq for m in sub.counts()) == [2, 3]
     finally:
         sub.close()
+
+
+def counts_payload(record: WindowRecord, seq: int) -> bytes:
+    return encode(CountsMessage.from_record(record, seq))
+
+
+def test_the_publisher_drives_an_injected_client(mosquitto: Broker, tmp_path: Path) -> None:
+    """Like the server's Subscriber, the Publisher takes a ready client (here one with its own client
+    id) and only adds its callbacks and Last Will: records and status go out through that client."""
+    sub = Subscriber(mosquitto.port, UNIT_TOPICS)
+    acker = StoredAcker(mosquitto.port)  # rows leave the outbox on the server's `stored`
+    cfg = unit_config(tmp_path, mosquitto.port)
+    box = Outbox(cfg.outbox.path, cfg.outbox.max_bytes)
+
+    def status(state: UnitState) -> StatusMessage:
+        return StatusMessage(gate=GATE, unit=UNIT, seq=box.last_seq, state=state, at=datetime.now(UTC),
+                             version="test", config_hash="injected")
+
+    client = make_client("injected-client", reconnect_s=(0.2, 1.0))
+    publisher = Publisher(cfg.mqtt, GATE, UNIT, box, status=status, client=client)
+    assert publisher.client is client and client.on_publish is not None
+    records = make_records(3)
+    for r in records:
+        box.enqueue(f"gatewatch/v1/{GATE}/{UNIT}/counts", partial(counts_payload, r))
+    publisher.start()
+    try:
+        got = sub.wait_counts(len(records), timeout=10)
+        assert [m.record() for m in got] == records
+        wait_for(lambda: len(box) == 0, 10, "the server's stored to empty the outbox")
+    finally:
+        publisher.stop(flush_timeout_s=5)
+        acker.stop()
+        sub.close()
+        box.close()
+    states = [m.state for m in sub.decoded("status") if isinstance(m, StatusMessage)]
+    assert states == [UnitState.ONLINE, UnitState.OFFLINE]
+    assert all(m.config_hash == "injected" for m in sub.decoded("status") if isinstance(m, StatusMessage))

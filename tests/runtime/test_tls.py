@@ -47,7 +47,7 @@ def test_tls_with_the_right_ca_publishes_and_with_a_wrong_ca_keeps_records(tmp_p
     try:
         good = tmp_path / "good"
         good.mkdir()
-        cfg = unit_config(good, broker.port, mqtt={"tls_ca": str(ca_crt)})
+        cfg = unit_config(good, broker.port, mqtt={"tls_ca_file": str(ca_crt)})
         records = make_records(3)
         EdgeRuntime(cfg, Outbox(cfg.outbox.path, cfg.outbox.max_bytes)).run(FakePipeline(records))
         got = sub.wait_counts(len(records), timeout=10)
@@ -55,7 +55,7 @@ def test_tls_with_the_right_ca_publishes_and_with_a_wrong_ca_keeps_records(tmp_p
 
         bad = tmp_path / "bad"
         bad.mkdir()
-        cfg = unit_config(bad, broker.port, mqtt={"tls_ca": str(other_crt)})
+        cfg = unit_config(bad, broker.port, mqtt={"tls_ca_file": str(other_crt)})
         runtime = EdgeRuntime(cfg, Outbox(cfg.outbox.path, cfg.outbox.max_bytes), flush_timeout_s=0.5)
         pipeline = FakePipeline(make_records(2, first=100), hold_s=30)
         worker = threading.Thread(target=runtime.run, args=(pipeline,))

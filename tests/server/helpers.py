@@ -5,23 +5,23 @@ the server in-process or as a subprocess, and read-back of what reached the data
 from __future__ import annotations
 
 import os
-import subprocess
 import sys
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any, cast
+from typing import Any
 
 import paho.mqtt.client as mqtt
 import yaml
-from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
+from common.mqtt import make_client
+from gatewatch.services import Process, wait_for
 from server.config import ServerConfig, parse_config
 from wire.payloads import (
     CountsMessage,
@@ -42,15 +42,6 @@ LANES = {"u1": ("l1", "l2"), "u2": ("l3", "l4"), "u3": ("l5", "l6")}
 DECLARED = {GATE: {u: {lane: ["in", "out"] for lane in lanes} for u, lanes in LANES.items()}}
 #: windows a day ago, aligned to 10 s: well inside the clock-skew bound and every retention
 BASE = datetime.fromtimestamp((time.time() // 10) * 10 - 86_400, UTC)
-
-
-def wait_until(check: Callable[[], bool], timeout: float, what: str, every: float = 0.1) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if check():
-            return
-        time.sleep(every)
-    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
 
 
 def config_dict(tmp: Path, mqtt_port: int, db_url: str, *, api: str = "v1", **over: Any) -> dict[str, Any]:
@@ -116,17 +107,11 @@ def expected_counts(messages: Iterable[CountsMessage]) -> Counter[tuple[str, str
     return out
 
 
-def _client(client_id: str, clean: bool = True) -> mqtt.Client:
-    return mqtt.Client(callback_api_version=CallbackAPIVersion.VERSION2, client_id=client_id,
-                       protocol=MQTTProtocolVersion.MQTTv5)
-
-
 class Publisher:
     """Publishes QoS 1 like an edge unit and can wait until the broker has every message."""
 
     def __init__(self, port: int, client_id: str = "test-pub") -> None:
-        self.client = _client(client_id)
-        self.client.max_inflight_messages_set(1000)
+        self.client = make_client(client_id, max_inflight=1000)
         self._acked = 0
         self._sent = 0
         self._lock = threading.Lock()
@@ -149,7 +134,7 @@ class Publisher:
         self.send(topic_for(message), encode(message), retain)
 
     def flush(self, timeout: float = 60) -> None:
-        wait_until(lambda: self._acked >= self._sent, timeout, "PUBACKs from the broker", 0.02)
+        wait_for(lambda: self._acked >= self._sent, timeout, "PUBACKs from the broker", 0.02)
 
     def close(self) -> None:
         self.flush()
@@ -172,7 +157,7 @@ class Listener:
         self.messages: list[tuple[str, bytes, bool]] = []
         self._lock = threading.Lock()
         self.ready = threading.Event()
-        self.client = _client(client_id)
+        self.client = make_client(client_id, reconnect_s=(0.2, 1))
 
         def on_connect(c: mqtt.Client, u: Any, f: Any, rc: Any, p: Any) -> None:
             if not rc.is_failure:
@@ -190,7 +175,6 @@ class Listener:
         self.client.on_message = on_message
         props = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]  # paho: unannotated __init__
         props.SessionExpiryInterval = 600
-        self.client.reconnect_delay_set(cast(int, 0.2), 1)
         self.client.connect("127.0.0.1", port, keepalive=10, clean_start=False, properties=props)
         self.client.loop_start()
         assert self.ready.wait(10), "listener could not subscribe"
@@ -210,29 +194,29 @@ class Listener:
 class ServerProcess:
     """`python -m gatewatch server --config ...` as a real process, killable like production."""
 
-    def __init__(self, config: Path, log: Path) -> None:
+    def __init__(self, config: Path, log: Path, env: dict[str, str] | None = None) -> None:
         self.config = config
         self.log = log
-        self.proc: subprocess.Popen[bytes] | None = None
+        self.env = env or {}
+        self.process = Process([PYTHON, "-m", "gatewatch", "server", "--config", str(config)], log, cwd=ROOT,
+                               name="gatewatch server")
 
     def start(self) -> None:
-        env = {**os.environ, "PYTHONPATH": str(ROOT)}
-        with self.log.open("ab") as out:
-            self.proc = subprocess.Popen([PYTHON, "-m", "gatewatch", "server", "--config", str(self.config)],
-                                         stdout=out, stderr=subprocess.STDOUT, env=env, cwd=ROOT)
+        """Start with the environment as it is now (a test may set a secret just for the start)."""
+        self.process.env = {**os.environ, "PYTHONPATH": str(ROOT), **self.env}
+        self.process.start()
 
     def kill(self) -> None:
-        assert self.proc is not None
-        self.proc.kill()
-        self.proc.wait(10)
+        self.process.kill()
 
     def stop(self) -> int:
-        assert self.proc is not None
-        self.proc.terminate()
-        return self.proc.wait(30)
+        """SIGTERM, then its exit code (a server still running after 30 s is SIGKILLed: not 0)."""
+        code = self.process.stop(timeout_s=30)
+        assert code is not None, "the server was never started"
+        return code
 
     def alive(self) -> bool:
-        return self.proc is not None and self.proc.poll() is None
+        return self.process.running
 
     def output(self) -> str:
         return self.log.read_text(errors="replace")
@@ -269,7 +253,7 @@ def wait_server_subscribed(port: int, timeout: float = 30) -> None:
 
     watch = Listener(port, SERVER_HEALTH, f"health-watch-{time.monotonic_ns()}")
     try:
-        wait_until(lambda: any(b'"mqtt_connected":true' in p for _, p, _ in watch.snapshot()), timeout,
+        wait_for(lambda: any(b'"mqtt_connected":true' in p for _, p, _ in watch.snapshot()), timeout,
                    "the server to connect and subscribe")
     finally:
         watch.close()

@@ -14,8 +14,9 @@ from pathlib import Path
 
 import pytest
 
+from gatewatch.services import Broker, start_mosquitto
 from server.health import ServerHealthMessage
-from tests.fixtures.mosquitto import Broker, start_broker
+from tests.fixtures.procs import wait_for
 from tests.server.helpers import (
     DECLARED,
     GATE,
@@ -25,7 +26,6 @@ from tests.server.helpers import (
     expected_counts,
     influx_counts,
     wait_server_subscribed,
-    wait_until,
     write_config,
 )
 from tests.server.unit_sim import AckingUnit
@@ -33,21 +33,25 @@ from wire.payloads import CountsMessage, StoredMessage, WindowRecord
 from wire.topics import SERVER_HEALTH
 
 SHIPPED_CONF = Path(__file__).resolve().parents[2] / "deploy" / "mosquitto" / "mosquitto.conf"
-PERSISTENCE_KEYS = ("persistence", "autosave_interval", "autosave_on_changes", "max_queued_messages",
-                    "max_queued_bytes", "max_inflight_messages", "persistent_client_expiration")
 
 
-def shipped_persistence() -> str:
-    """The shipped broker's persistence settings, verbatim (appended last, they override the fixture's)."""
-    lines = [line.strip() for line in SHIPPED_CONF.read_text().splitlines()
-             if line.strip().split(" ", 1)[0] in PERSISTENCE_KEYS]
-    assert any(line.startswith("autosave_interval ") for line in lines)
-    return "\n".join(lines) + "\n"
+def shipped(key: str) -> str:
+    """A directive's value in the shipped broker config."""
+    (value,) = [line.split(None, 1)[1].strip() for line in SHIPPED_CONF.read_text().splitlines()
+                if line.split(None, 1)[:1] == [key]]
+    return value
 
 
 @pytest.fixture
 def shipped_broker(tmp_path: Path) -> Iterator[Broker]:
-    broker = start_broker(tmp_path / "mosquitto", shipped_persistence())
+    """mosquitto with the shipped config's persistence settings (its listeners and TLS are tested in
+    tests/deploy; here the point is what a crash between two saves loses)."""
+    assert shipped("persistence") == "true"
+    broker = start_mosquitto(
+        tmp_path / "mosquitto", autosave_interval_s=int(shipped("autosave_interval")),
+        max_queued_messages=int(shipped("max_queued_messages")),
+        extra=f"autosave_on_changes {shipped('autosave_on_changes')}\n"
+              f"max_inflight_messages {shipped('max_inflight_messages')}\n")
     try:
         yield broker
     finally:
@@ -67,7 +71,7 @@ def server_health(port: int, until: Callable[[ServerHealthMessage], bool] = lamb
         return ServerHealthMessage.model_validate_json(got[-1][1]) if got else None
 
     try:
-        wait_until(lambda: (h := latest()) is not None and until(h), 10, "server health")
+        wait_for(lambda: (h := latest()) is not None and until(h), 10, "server health")
         health = latest()
         assert health is not None
         return health
@@ -93,13 +97,13 @@ def test_broker_sigkilled_while_the_server_is_offline_loses_nothing(tmp_path: Pa
         for u, unit in units.items():
             sent += unit.send_records(records(u, lanes[u], 0, 50))
             unit.send_health()
-        wait_until(lambda: all(not unit.hold() for unit in units.values()), 30, "first records stored and confirmed")
+        wait_for(lambda: all(not unit.hold() for unit in units.values()), 30, "first records stored and confirmed")
 
         assert server.stop() == 0  # the server goes offline; the broker queues for its session
         for u, unit in units.items():
             sent += unit.send_records(records(u, lanes[u], 50, 300))
             unit.send_health()
-        wait_until(lambda: all(all(r.acked_at for r in unit.outbox.values()) for unit in units.values()), 30,
+        wait_for(lambda: all(all(r.acked_at for r in unit.outbox.values()) for unit in units.values()), 30,
                    "PUBACKs for everything sent while the server is away")
         held = sum(len(unit.hold()) for unit in units.values())
         assert held == 2 * 301  # acknowledged by the broker, not yet stored: the units still hold them
@@ -108,7 +112,7 @@ def test_broker_sigkilled_while_the_server_is_offline_loses_nothing(tmp_path: Pa
         shipped_broker.start()
         server.start()
         want = expected_counts(sent)
-        wait_until(lambda: influx_counts(influxd) == want and all(not unit.hold() for unit in units.values()), 90,
+        wait_for(lambda: influx_counts(influxd) == want and all(not unit.hold() for unit in units.values()), 90,
                    "every record stored, and every unit's outbox empty")
         assert sum(unit.resent for unit in units.values()) >= 2 * 300  # the broker lost them: units sent again
         marks = {f"{GATE}/{u}": unit.last_seq() for u, unit in units.items()}
@@ -131,17 +135,17 @@ def test_losses_and_resets_are_counted_in_health_and_in_stored(tmp_path: Path, m
     try:
         first = unit.send_records(records("u1", "l1", 0, 20))
         unit.send_health()
-        wait_until(lambda: not unit.hold(), 20, "the first records confirmed")
+        wait_for(lambda: not unit.hold(), 20, "the first records confirmed")
 
         unit.pause()  # the link is down, and the unit's disk bound drops its 5 oldest rows unsent
         later = unit.send_records(records("u1", "l1", 20, 10))
         lost = unit.lose(5)
         unit.resume()
         unit.send_health()  # says the oldest seq it still holds
-        wait_until(lambda: not unit.hold(), 20, "the rest confirmed")
+        wait_for(lambda: not unit.hold(), 20, "the rest confirmed")
         health = server_health(mosquitto.port, lambda h: h.seq_gaps > 0)
         assert health.units_seq[f"{GATE}/u1"].gaps == len(lost) == health.seq_gaps == 5
-        wait_until(lambda: statement(statements).through_seq == unit.last_seq(), 10, "the last statement")
+        wait_for(lambda: statement(statements).through_seq == unit.last_seq(), 10, "the last statement")
         assert (statement(statements).gaps, statement(statements).resets) == (5, 0)
 
         unit.close()  # re-imaged: a new unit with the same identity, its seq from 1 again
@@ -151,8 +155,8 @@ def test_losses_and_resets_are_counted_in_health_and_in_stored(tmp_path: Path, m
         today = datetime.fromtimestamp(time.time() // 10 * 10 - 60, UTC)
         again = unit.send_records([counts_message("u1", "l1", i, start=today).record() for i in range(3)])
         unit.send_health()
-        wait_until(lambda: not unit.hold(), 20, "the new life's records confirmed")
-        wait_until(lambda: statement(statements).through_seq == 4, 10, "the new life's statement")
+        wait_for(lambda: not unit.hold(), 20, "the new life's records confirmed")
+        wait_for(lambda: statement(statements).through_seq == 4, 10, "the new life's statement")
         assert (statement(statements).gaps, statement(statements).resets) == (5, 1)
         assert server_health(mosquitto.port, lambda h: h.seq_resets > 0).seq_resets == 1
     finally:
@@ -173,18 +177,18 @@ def test_a_restarted_server_carries_on_from_its_retained_statements(tmp_path: Pa
     try:
         unit.send_records(records("u2", "l3", 0, 1))
         unit.send_health()
-        wait_until(lambda: not unit.hold(), 20, "confirmed")
+        wait_for(lambda: not unit.hold(), 20, "confirmed")
         unit.pause()
         unit.send_records(records("u2", "l3", 1, 10))
         unit.lose(2)
         unit.resume()
         unit.send_health()
-        wait_until(lambda: not unit.hold(), 20, "confirmed, 2 lost")
+        wait_for(lambda: not unit.hold(), 20, "confirmed, 2 lost")
         assert server.stop() == 0
         server.start()
         wait_server_subscribed(mosquitto.port)
         unit.send_records(records("u2", "l3", 11, 5))  # no health: only the restored mark can confirm these
-        wait_until(lambda: not unit.hold(), 20, "confirmed by the restarted server")
+        wait_for(lambda: not unit.hold(), 20, "confirmed by the restarted server")
         assert "restored huu-nghi/u2: stored through seq 13 (2 gaps, 0 resets so far)" in server.output()
         key = f"{GATE}/u2"
         health = server_health(mosquitto.port, lambda h: key in h.units_seq and h.units_seq[key].through_seq == 18)

@@ -8,7 +8,8 @@ from datetime import timedelta
 from pathlib import Path
 
 from server.app import Server, running
-from tests.server.helpers import BASE, GATE, Listener, Publisher, counts_message, publish_all, server_config, wait_until
+from tests.fixtures.procs import wait_for
+from tests.server.helpers import BASE, GATE, Listener, Publisher, counts_message, publish_all, server_config
 from wire.payloads import AlertLevel, AlertMessage
 
 # queue per 10 s window: builds up, hovers around the thresholds, drains
@@ -26,9 +27,9 @@ def test_congested_lane_raises_and_clears_once(tmp_path: Path, mosquitto, influx
     alerts = Listener(mosquitto.port, f"gatewatch/v1/{GATE}/l1/alert", "alert-watch")
     messages = [counts_message("u1", "l1", i, queue=q, crossings=3) for i, q in enumerate(QUEUES)]
     with running(cfg) as server:
-        assert server.subscriber.connected.wait(10)
+        assert server.subscriber.subscribed.wait(10)
         publish_all(mosquitto.port, messages)
-        wait_until(lambda: server.health.stored >= len(messages), 30, "records stored")
+        wait_for(lambda: server.health.stored >= len(messages), 30, "records stored")
     # the threshold is first met by window 3 (queue 9) and held through window 4: raised at window 4's end
     raise_at = BASE + timedelta(seconds=50)
     # below 4 from window 13 on: held 20 s at the end of window 14
@@ -46,7 +47,7 @@ def test_congested_lane_raises_and_clears_once(tmp_path: Path, mosquitto, influx
 
     # retained: a unit that connects now reads the current (cleared) state
     late = Listener(mosquitto.port, f"gatewatch/v1/{GATE}/l1/alert", "late-unit")
-    wait_until(lambda: bool(late.snapshot()), 10, "retained alert state")
+    wait_for(lambda: bool(late.snapshot()), 10, "retained alert state")
     _topic, payload, retained = late.snapshot()[0]
     assert retained
     final = AlertMessage.model_validate_json(payload)
@@ -66,11 +67,11 @@ def test_alert_state_is_republished_within_half_its_validity(tmp_path: Path, mos
     cfg = server_config(tmp_path, mosquitto.port, influxd.url, alerts={"silence_wall_clock": False, "valid_s": 2})
     watch = Listener(mosquitto.port, f"gatewatch/v1/{GATE}/l2/alert", "stale-watch")
     with running(cfg) as server:
-        assert server.subscriber.connected.wait(10)
+        assert server.subscriber.subscribed.wait(10)
         pub = Publisher(mosquitto.port)
         pub.send_message(counts_message("u1", "l2", 0))
         pub.close()
-        wait_until(lambda: bool(watch.snapshot()), 10, "the first alert state")
+        wait_for(lambda: bool(watch.snapshot()), 10, "the first alert state")
         time.sleep(3.2)  # no traffic at all
     states = [AlertMessage.model_validate_json(p) for _, p, _ in watch.snapshot()]
     watch.close()
@@ -90,13 +91,13 @@ def test_a_restarted_server_keeps_a_raised_alert_instead_of_flashing_green(tmp_p
     watch = Listener(mosquitto.port, f"gatewatch/v1/{GATE}/l3/alert", "restart-watch")
     for batch in (first, later):  # one server run per batch
         with running(cfg) as server:
-            assert server.subscriber.connected.wait(10)
+            assert server.subscriber.subscribed.wait(10)
             publish_all(mosquitto.port, batch)
 
             def all_stored(s: Server = server, n: int = len(batch)) -> bool:
                 return s.health.stored >= n
 
-            wait_until(all_stored, 30, "records stored")
+            wait_for(all_stored, 30, "records stored")
     states = [AlertMessage.model_validate_json(p) for _, p, _ in watch.snapshot()]
     watch.close()
     congested = [any(a.rule == "congested" for a in s.active) for s in states]

@@ -53,7 +53,8 @@ from datetime import UTC, datetime, timedelta
 
 import server
 from server.alerts import RULES, AlertEngine
-from server.config import ConfigError, ServerConfig, parse_config
+from common.errors import ConfigError
+from server.config import ServerConfig, parse_config
 from wire.payloads import CountsMessage, QueueStats
 
 assert server.__file__.startswith(sys.argv[1]), server.__file__
@@ -84,7 +85,7 @@ print(json.dumps(out))
 
 def test_a_rule_in_a_new_module_is_found_configured_and_called(tmp_path: Path) -> None:
     """The claim "a new rule is one new file": a copy of the packages plus one module, and nothing else edited."""
-    for package in ("server", "wire"):
+    for package in ("common", "server", "wire"):
         shutil.copytree(ROOT / package, tmp_path / package, ignore=shutil.ignore_patterns("__pycache__"))
     (tmp_path / "server/alerts/rules/long_wait.py").write_text(LONG_WAIT)
     r = subprocess.run([sys.executable, "-c", DRIVE, str(tmp_path)], capture_output=True, text=True, timeout=120,

@@ -8,7 +8,8 @@ from typing import Any, get_args
 import pytest
 from pydantic import BaseModel
 
-from server.config import ConfigError, ServerConfig, parse_config
+from common.errors import ConfigError
+from server.config import ServerConfig, parse_config
 
 
 def _models() -> list[type[BaseModel]]:

@@ -19,7 +19,8 @@ import pytest
 
 from server.health import ServerHealthMessage
 from server.spool import Spool, SpoolFull
-from tests.fixtures.influx import Influx1
+from tests.fixtures.influx import Influx1, QueryError
+from tests.fixtures.procs import wait_for
 from tests.server.helpers import (
     DECLARED,
     LANES,
@@ -30,7 +31,6 @@ from tests.server.helpers import (
     expected_counts,
     influx_counts,
     wait_server_subscribed,
-    wait_until,
     write_config,
 )
 from wire.topics import SERVER_HEALTH
@@ -72,7 +72,7 @@ def fill(path: Path) -> int:
 def stored(db: Influx1) -> dict[tuple[str, str, str, str, int], int]:
     try:
         return influx_counts(db)
-    except RuntimeError:  # "database not found" until the server's first write
+    except QueryError:  # "database not found" until the server's first write
         return {}
 
 
@@ -94,13 +94,13 @@ def test_spool_on_a_full_filesystem_neither_stalls_nor_loses(tmp_path: Path, mos
         watch = Listener(mosquitto.port, SERVER_HEALTH, "health-watch")
         try:
             wait_server_subscribed(mosquitto.port)
-            wait_until(lambda: (h := latest_health(watch)) is not None and h.db_up, 20, "first write")
+            wait_for(lambda: (h := latest_health(watch)) is not None and h.db_up, 20, "first write")
             influxd.stop()
             pub = Publisher(mosquitto.port, "edge-sim")
             for m in messages:
                 pub.send_message(m)
             pub.close()  # every record PUBACKed by the broker
-            wait_until(lambda: (h := latest_health(watch)) is not None and h.spool_full and h.held_batches > 0, 60,
+            wait_for(lambda: (h := latest_health(watch)) is not None and h.spool_full and h.held_batches > 0, 60,
                        "the spool to fill its filesystem and the server to hold batches")
             full = latest_health(watch)
             assert full is not None and full.spool_depth > 0 and full.spool_bytes < FS_BYTES
@@ -109,8 +109,8 @@ def test_spool_on_a_full_filesystem_neither_stalls_nor_loses(tmp_path: Path, mos
             assert os.statvfs(fs).f_bavail == 0, filler
 
             influxd.start()
-            wait_until(lambda: stored(influxd) == want, 120, "every record stored after the outage")
-            wait_until(lambda: (h := latest_health(watch)) is not None and h.spool_depth == 0, 30, "spool replayed")
+            wait_for(lambda: stored(influxd) == want, 120, "every record stored after the outage")
+            wait_for(lambda: (h := latest_health(watch)) is not None and h.spool_depth == 0, 30, "spool replayed")
             assert server.alive()
         finally:
             watch.close()

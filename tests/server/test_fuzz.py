@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from server.app import running
+from tests.fixtures.procs import wait_for
 from tests.server.fuzz import bad_messages
 from tests.server.helpers import (
     DECLARED,
@@ -20,7 +21,6 @@ from tests.server.helpers import (
     expected_counts,
     influx_counts,
     server_config,
-    wait_until,
 )
 from wire.payloads import encode, topic_for
 from wire.topics import DEAD_LETTER
@@ -46,12 +46,12 @@ def test_ten_thousand_bad_payloads_are_dead_lettered_and_valid_traffic_survives(
     cfg = server_config(tmp_path, mosquitto.port, influxd.url, log_level="ERROR", validation={"gates": DECLARED})
     letters = Listener(mosquitto.port, DEAD_LETTER, "dead-letter-watch")
     with running(cfg) as server:
-        assert server.subscriber.connected.wait(10)
+        assert server.subscriber.subscribed.wait(10)
         pub = Publisher(mosquitto.port)
         for topic, payload, _ in traffic:
             pub.send(topic, payload)
         pub.close()
-        wait_until(lambda: len(letters.snapshot()) >= N_BAD and server.health.stored >= len(valid), 90,
+        wait_for(lambda: len(letters.snapshot()) >= N_BAD and server.health.stored >= len(valid), 90,
                    "every dead letter and every valid record")
         assert server.subscriber.connected.is_set()
         health = server.health.snapshot(server.clock(), spool_depth=0, db_up=True, mqtt_connected=True,

@@ -8,7 +8,8 @@ from typing import Any
 
 from server.app import running
 from server.health import ServerHealthMessage
-from tests.fixtures.influx import Influx1
+from tests.fixtures.influx import Influx1, QueryError
+from tests.fixtures.procs import wait_for
 from tests.server.helpers import (
     BASE,
     DECLARED,
@@ -21,7 +22,6 @@ from tests.server.helpers import (
     publish_all,
     server_config,
     victoria_counts,
-    wait_until,
 )
 from wire.payloads import (
     AlertMessage,
@@ -40,7 +40,7 @@ from wire.topics import SERVER_HEALTH
 def _health_rows(db: Influx1) -> list[dict[str, Any]]:
     try:
         return db.rows("SELECT * FROM server_health")
-    except RuntimeError:
+    except QueryError:
         return []
 
 
@@ -55,15 +55,15 @@ def test_counts_stored_exactly_influx_v1(tmp_path: Path, mosquitto, influxd) -> 
     assert sum(want.values()) > 0
     cfg = server_config(tmp_path, mosquitto.port, influxd.url)
     with running(cfg) as server:
-        assert server.subscriber.connected.wait(10)
+        assert server.subscriber.subscribed.wait(10)
         publish_all(mosquitto.port, messages)
-        wait_until(lambda: server.health.stored >= len(messages), 30, "all messages stored")
+        wait_for(lambda: server.health.stored >= len(messages), 30, "all messages stored")
         # server health: on MQTT (retained) and in InfluxDB
-        wait_until(lambda: any(r["stored"] >= len(messages) for r in _health_rows(influxd)), 10, "server health")
+        wait_for(lambda: any(r["stored"] >= len(messages) for r in _health_rows(influxd)), 10, "server health")
     got = influx_counts(influxd)
     assert got == want
     health = Listener(mosquitto.port, SERVER_HEALTH, "health-reader")
-    wait_until(lambda: bool(health.snapshot()), 10, "retained server health")
+    wait_for(lambda: bool(health.snapshot()), 10, "retained server health")
     snap = ServerHealthMessage.model_validate_json(health.snapshot()[-1][1])
     health.close()
     assert snap.rejected == 0 and snap.spool_depth == 0
@@ -77,10 +77,10 @@ def test_counts_stored_exactly_v2_victoria(tmp_path: Path, mosquitto, victoria) 
     want = expected_counts(messages)
     cfg = server_config(tmp_path, mosquitto.port, victoria.url, api="v2")
     with running(cfg) as server:
-        assert server.subscriber.connected.wait(10)
+        assert server.subscriber.subscribed.wait(10)
         publish_all(mosquitto.port, messages)
-        wait_until(lambda: server.health.stored >= len(messages), 30, "all messages stored")
-    wait_until(lambda: victoria_counts(victoria) == want, 10, "victoria-metrics to hold every count")
+        wait_for(lambda: server.health.stored >= len(messages), 30, "all messages stored")
+    wait_for(lambda: victoria_counts(victoria) == want, 10, "victoria-metrics to hold every count")
 
 
 def test_status_health_and_events_are_stored_and_drive_unit_alerts(tmp_path: Path, mosquitto, influxd) -> None:
@@ -98,9 +98,9 @@ def test_status_health_and_events_are_stored_and_drive_unit_alerts(tmp_path: Pat
     cfg = server_config(tmp_path, mosquitto.port, influxd.url)
     alerts = Listener(mosquitto.port, f"gatewatch/v1/{GATE}/l1/alert", "alert-watch")
     with running(cfg) as server:
-        assert server.subscriber.connected.wait(10)
+        assert server.subscriber.subscribed.wait(10)
         publish_all(mosquitto.port, messages)
-        wait_until(lambda: server.health.stored >= len(messages), 30, "all messages stored")
+        wait_for(lambda: server.health.stored >= len(messages), 30, "all messages stored")
     status = influxd.rows("SELECT * FROM unit_status")
     assert [(r["state"], r["online"], r["unit"]) for r in status] == [("online", True, "u1"), ("offline", False, "u1")]
     health = influxd.rows("SELECT * FROM unit_health")
@@ -124,9 +124,9 @@ def test_a_second_record_with_one_key_replaces_the_first_and_is_counted(tmp_path
     again = CountsMessage(**{**first.model_dump(), "seq": 7, "counts": {VehicleClass.TRUCK: {"out": 2}}})
     cfg = server_config(tmp_path, mosquitto.port, influxd.url, validation={"gates": DECLARED})
     with running(cfg) as server:
-        assert server.subscriber.connected.wait(10)
+        assert server.subscriber.subscribed.wait(10)
         publish_all(mosquitto.port, [first, first, again])  # a re-delivery is not a clash
-        wait_until(lambda: server.health.stored >= 3, 30, "all messages stored")
+        wait_for(lambda: server.health.stored >= 3, 30, "all messages stored")
         clashes = dict(server.health.clashes)
     rows = influxd.rows('SELECT "count" FROM lane_counts GROUP BY "class", "direction"')
     assert len(rows) == 8  # every class x both directions of the lane, one point each

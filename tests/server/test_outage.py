@@ -8,7 +8,8 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from server.app import running
-from tests.fixtures.influx import Influx1
+from tests.fixtures.influx import Influx1, QueryError
+from tests.fixtures.procs import wait_for
 from tests.server.helpers import (
     Publisher,
     ServerProcess,
@@ -17,7 +18,6 @@ from tests.server.helpers import (
     influx_counts,
     server_config,
     wait_server_subscribed,
-    wait_until,
     write_config,
 )
 from wire.payloads import CountsMessage
@@ -47,9 +47,9 @@ def test_database_down_30s_mid_stream(tmp_path: Path, mosquitto, influxd) -> Non
     done = threading.Event()
     spool_peak = 0
     with running(cfg) as server:
-        assert server.subscriber.connected.wait(10)
+        assert server.subscriber.subscribed.wait(10)
         _stream(mosquitto.port, messages, 0.1, done)
-        wait_until(lambda: server.health.stored > 40, 20, "records flowing")
+        wait_for(lambda: server.health.stored > 40, 20, "records flowing")
         influxd.stop()
         t_end = time.monotonic() + OUTAGE_S
         while time.monotonic() < t_end:
@@ -58,7 +58,7 @@ def test_database_down_30s_mid_stream(tmp_path: Path, mosquitto, influxd) -> Non
         assert not server.writer.db_up
         influxd.start()
         assert done.wait(60)
-        wait_until(lambda: server.health.stored >= len(messages) and server.writer.spool.depth == 0, 60,
+        wait_for(lambda: server.health.stored >= len(messages) and server.writer.spool.depth == 0, 60,
                    "stream stored and spool replayed")
     assert spool_peak > 100, "the outage never reached the spool"
     got = influx_counts(influxd)  # asserts one point per key
@@ -81,7 +81,7 @@ def test_server_sigkilled_mid_stream_loses_nothing(tmp_path: Path, mosquitto, in
         for m in messages[:100]:
             pub.send_message(m)
         pub.flush()
-        wait_until(lambda: len(influx_counts_safe(influxd)) > 0, 30, "first records stored")
+        wait_for(lambda: len(influx_counts_safe(influxd)) > 0, 30, "first records stored")
         for m in messages[100:200]:  # received by the server, not yet stored, when it dies
             pub.send_message(m)
         pub.flush()
@@ -91,7 +91,7 @@ def test_server_sigkilled_mid_stream_loses_nothing(tmp_path: Path, mosquitto, in
             pub.send_message(m)
         pub.close()
         server.start()
-        wait_until(lambda: influx_counts_safe(influxd) == want, 60, "every record after the restart")
+        wait_for(lambda: influx_counts_safe(influxd) == want, 60, "every record after the restart")
         assert server.alive()
     finally:
         if server.alive():
@@ -104,7 +104,7 @@ def test_server_sigkilled_mid_stream_loses_nothing(tmp_path: Path, mosquitto, in
 def influx_counts_safe(db: Influx1) -> dict[tuple[str, str, str, str, int], int]:
     try:
         return influx_counts(db)
-    except RuntimeError:  # "database not found" until the server's first write
+    except QueryError:  # "database not found" until the server's first write
         return {}
 
 
@@ -119,12 +119,12 @@ def test_v2_database_outage_spools_and_replays(tmp_path: Path, mosquitto, victor
         for m in first:
             pub.send_message(m)
         pub.flush()
-        wait_until(lambda: len(victoria_counts(victoria)) == len(expected_counts(first)), 30, "first records")
+        wait_for(lambda: len(victoria_counts(victoria)) == len(expected_counts(first)), 30, "first records")
         victoria.stop()
         for m in during:
             pub.send_message(m)
         pub.close()
-        wait_until(lambda: "database unavailable, spooling" in server.output(), 30, "the server to spool")
+        wait_for(lambda: "database unavailable, spooling" in server.output(), 30, "the server to spool")
         victoria.start()
         want = expected_counts(first + during)
-        wait_until(lambda: victoria_counts(victoria) == want, 60, "every record after the outage")
+        wait_for(lambda: victoria_counts(victoria) == want, 60, "every record after the outage")

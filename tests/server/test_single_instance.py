@@ -8,7 +8,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from server.cli import ANOTHER_SERVER_EXIT
+from server import AnotherServer
+from tests.fixtures.influx import QueryError
+from tests.fixtures.procs import wait_for
 from tests.server.helpers import (
     DECLARED,
     Publisher,
@@ -17,13 +19,12 @@ from tests.server.helpers import (
     expected_counts,
     influx_counts,
     wait_server_subscribed,
-    wait_until,
     write_config,
 )
 
 
 def error_lines(text: str) -> list[str]:
-    return [line for line in text.splitlines() if "ERROR" in line or line.startswith("gatewatch server:")]
+    return [line for line in text.splitlines() if "ERROR" in line or line.startswith("error:")]
 
 
 def test_a_second_server_on_the_same_spool_refuses_to_start(tmp_path: Path, mosquitto, influxd) -> None:
@@ -34,9 +35,9 @@ def test_a_second_server_on_the_same_spool_refuses_to_start(tmp_path: Path, mosq
         wait_server_subscribed(mosquitto.port)
         second = ServerProcess(cfg, tmp_path / "second.log")
         second.start()
-        assert second.proc is not None and second.proc.wait(30) == ANOTHER_SERVER_EXIT
+        assert second.process.proc is not None and second.process.proc.wait(30) == AnotherServer.exit_code
         out = second.output().strip()
-        assert out.startswith("gatewatch server: another gatewatch server (pid ") and len(out.splitlines()) == 1
+        assert out.startswith("error: another gatewatch server (pid ") and len(out.splitlines()) == 1
         assert f"is using the spool {tmp_path / 'spool.sqlite3'}" in out
         assert first.alive()
     finally:
@@ -56,7 +57,7 @@ def test_a_second_server_with_the_same_client_id_yields_to_the_first(tmp_path: P
     first.start()
     try:
         wait_server_subscribed(mosquitto.port)
-        wait_until(lambda: "mqtt connected" in first.output(), 10, "the first server")
+        wait_for(lambda: "mqtt connected" in first.output(), 10, "the first server")
         pub = Publisher(mosquitto.port, "edge-sim")
         for m in messages[:100]:
             pub.send_message(m)
@@ -66,15 +67,16 @@ def test_a_second_server_with_the_same_client_id_yields_to_the_first(tmp_path: P
         for m in messages[100:]:
             pub.send_message(m)
         pub.close()
-        assert second.proc is not None and second.proc.wait(60) == ANOTHER_SERVER_EXIT
-        wait_until(lambda: stored(influxd) == expected_counts(messages), 60, "every record, by the first server")
+        assert second.process.proc is not None and second.process.proc.wait(60) == AnotherServer.exit_code
+        wait_for(lambda: stored(influxd) == expected_counts(messages), 60, "every record, by the first server")
         assert first.alive()
     finally:
         assert first.stop() == 0
     last = second.output().strip().splitlines()[-1]
-    assert last.startswith("gatewatch server: another gatewatch server ("), second.output()
-    assert first.proc is not None
-    assert f"{tmp_path / 'a' / 'spool.sqlite3'}, pid {first.proc.pid}) is connected with client id 'gw-central'" in last
+    assert last.startswith("error: another gatewatch server ("), second.output()
+    assert first.process.proc is not None
+    pid = first.process.proc.pid
+    assert f"{tmp_path / 'a' / 'spool.sqlite3'}, pid {pid}) is connected with client id 'gw-central'" in last
     assert "Traceback" not in second.output() + first.output()
     assert first.output().count("started after us; it stands down") == 1
 
@@ -82,5 +84,5 @@ def test_a_second_server_with_the_same_client_id_yields_to_the_first(tmp_path: P
 def stored(db: object) -> dict[tuple[str, str, str, str, int], int]:
     try:
         return influx_counts(db)
-    except RuntimeError:
+    except QueryError:  # "database not found" until the server's first write
         return {}

@@ -15,7 +15,7 @@ import pytest
 from server.sinks import SinkRejected, SinkUnavailable
 from server.spool import Spool, SpoolFull
 from server.writer import DurableWriter
-from tests.server.helpers import wait_until
+from tests.fixtures.procs import wait_for
 
 
 class FlakySink:
@@ -68,7 +68,7 @@ def test_writer_spools_while_down_and_replays_in_order(tmp_path: Path) -> None:
         assert not w.db_up and w.spool.depth == 3
         sink.down = False
         w.write(["6"])  # must queue behind 3..5, not overtake them
-        wait_until(lambda: w.spool.depth == 0 and w.db_up, 5, "replay")
+        wait_for(lambda: w.spool.depth == 0 and w.db_up, 5, "replay")
         w.write(["7"])
     finally:
         w.stop()
@@ -94,7 +94,7 @@ def test_a_spool_left_by_a_previous_run_is_replayed_on_start(tmp_path: Path) -> 
     w.start()
     try:
         w.write(["new"])
-        wait_until(lambda: w.spool.depth == 0, 5, "replay")
+        wait_for(lambda: w.spool.depth == 0, 5, "replay")
     finally:
         w.stop()
     assert sink.stored == ["old1", "old2", "new"]
@@ -123,10 +123,10 @@ def test_a_full_spool_holds_with_the_database_down_and_is_passed_once_it_is_up(t
     sink.down = False
     w.start()
     try:
-        wait_until(lambda: w.db_up, 5, "the replay to reach the database")
+        wait_for(lambda: w.db_up, 5, "the replay to reach the database")
         w.write(["fresh"])  # the spool is still full: straight to the database, ahead of the backlog
         assert w.bypassed == 1 and "fresh" in sink.stored and w.spool.depth > 0
-        wait_until(lambda: w.spool.depth == 0, 30, "the backlog replayed")
+        wait_for(lambda: w.spool.depth == 0, 30, "the backlog replayed")
     finally:
         w.stop()
     assert len(sink.stored) == spooled + 1

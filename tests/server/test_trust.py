@@ -15,6 +15,7 @@ from pathlib import Path
 
 from server.app import running
 from tests.fixtures.influx import Influx1
+from tests.fixtures.procs import wait_for
 from tests.server.helpers import (
     BASE,
     DECLARED,
@@ -23,7 +24,6 @@ from tests.server.helpers import (
     counts_message,
     publish_all,
     server_config,
-    wait_until,
 )
 from wire.payloads import AlertMessage, CountsMessage, DeadLetter
 from wire.topics import DEAD_LETTER
@@ -46,10 +46,10 @@ def test_a_unit_cannot_congest_another_units_lanes(tmp_path: Path, mosquitto, in
     forged = [counts_message("u2", lane, i, queue=10, crossings=0, seq=100 + i)
               for i in range(10) for lane in ("l1", "l2", "brand-new-lane")]
     with running(cfg) as server:
-        assert server.subscriber.connected.wait(10)
+        assert server.subscriber.subscribed.wait(10)
         publish_all(mosquitto.port, own + forged)
-        wait_until(lambda: len(letters.snapshot()) >= len(forged), 30, "every forged record dead-lettered")
-        wait_until(lambda: server.health.stored >= len(own), 30, "the unit's own records")
+        wait_for(lambda: len(letters.snapshot()) >= len(forged), 30, "every forged record dead-lettered")
+        wait_for(lambda: server.health.stored >= len(own), 30, "the unit's own records")
         lanes = {lane for gate, lane in server.alerts.lanes()}
     assert {d.reason for d in letters.dead_letters()} == {"foreign_lane"}
     assert lanes == {"l1"}  # no alert topic for the forged lanes
@@ -72,10 +72,10 @@ def test_a_window_ahead_of_the_clock_never_moves_alert_state(tmp_path: Path, mos
     drained = [window(i, 0) for i in range(5, 15)]  # must clear, as they would without the stray window
     alerts = Listener(mosquitto.port, f"gatewatch/v1/{GATE}/l1/alert", "alert-watch")
     with running(cfg) as server:
-        assert server.subscriber.connected.wait(10)
+        assert server.subscriber.subscribed.wait(10)
         publish_all(mosquitto.port, [*busy, ahead, *drained])
-        wait_until(lambda: server.health.stored >= 16, 30, "every record stored")
-        wait_until(lambda: congested(alerts)[-1:] == [False], 10, "the lane cleared")
+        wait_for(lambda: server.health.stored >= 16, 30, "every record stored")
+        wait_for(lambda: congested(alerts)[-1:] == [False], 10, "the lane cleared")
         ahead_count = server.health.ahead[f"{GATE}/u1"]
     transitions = congested(alerts)
     assert [b for a, b in zip([False, *transitions], transitions, strict=False) if a != b] == [True, False]
@@ -100,10 +100,10 @@ def test_every_point_the_database_refuses_is_dead_lettered_with_its_reason(tmp_p
     clash = [counts_message("u1", "l2", 0, start=recent, loop_count=4)]
     letters = Listener(mosquitto.port, DEAD_LETTER, "dead-letters")
     with running(cfg) as server:
-        assert server.subscriber.connected.wait(10)
+        assert server.subscriber.subscribed.wait(10)
         publish_all(mosquitto.port, [*old, *fine, *clash])
-        wait_until(lambda: server.health.stored >= len(old + fine + clash), 30, "every message handled")
-        wait_until(lambda: len(letters.snapshot()) >= 3 * 9 + 1, 30, "a dead letter per refused point")
+        wait_for(lambda: server.health.stored >= len(old + fine + clash), 30, "every message handled")
+        wait_for(lambda: len(letters.snapshot()) >= 3 * 9 + 1, 30, "a dead letter per refused point")
         health = server.health.snapshot(server.clock(), spool_depth=0, db_up=True, mqtt_connected=True,
                                         db_rejected_points=server.writer.rejected_points)
     got: list[DeadLetter] = letters.dead_letters()

@@ -14,125 +14,38 @@ does not share a GIL with the load generator). Reported per row:
   JSON, huge integers, 1,000 directions, foreign lanes, future and too old windows) are mixed in,
   in turn; the server must dead-letter each, and the row's records/s counts the valid ones only.
 
-Run: `gatewatch bench-server` or `python -m server.bench`.
+Run: `gatewatch bench-server`. A developer tool: it lives beside the demo, not in the production
+`server` package, because it starts its own broker and database (gatewatch.services).
 """
 
 from __future__ import annotations
 
-import json
 import os
-import shutil
-import socket
-import subprocess
 import sys
 import tempfile
 import threading
 import time
-import urllib.parse
-import urllib.request
-from collections.abc import Callable
+from contextlib import ExitStack
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from server import ServerError
+from common.errors import GatewatchError
+from gatewatch.services import Influx1, Process, QueryError, start_influxd, start_mosquitto, wait_for
 
 POLL_S = 0.05
 
 
-class BenchError(ServerError):
-    pass
+class BenchError(GatewatchError):
+    """The benchmark cannot finish (records not stored in time)."""
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def _wait(check: Callable[[], bool], timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if check():
-            return
-        time.sleep(0.05)
-    raise BenchError(f"timed out waiting for {what}")
-
-
-def _port_open(port: int) -> bool:
-    with socket.socket() as s:
-        s.settimeout(0.2)
-        return s.connect_ex(("127.0.0.1", port)) == 0
-
-
-def _binary(name: str) -> str:
-    found = shutil.which(name) or shutil.which(f"/usr/sbin/{name}") or shutil.which(f"/usr/bin/{name}")
-    if not found:
-        raise BenchError(f"{name} not found: apt-get install {'influxdb' if name == 'influxd' else name}")
-    return found
-
-
-class _Proc:
-    def __init__(self, argv: list[str], port: int, log: Path, env: dict[str, str] | None = None) -> None:
-        self.port = port
-        with log.open("ab") as out:
-            self.proc = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT, env=env)
-        self.log = log
-
-    def wait_port(self) -> None:
-        _wait(lambda: _port_open(self.port) or self.proc.poll() is not None, 30, f"port {self.port}")
-        if self.proc.poll() is not None:
-            raise BenchError(f"{self.log.name}: exited: {self.log.read_text()[-500:]}")
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(20)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-
-
-def spawn_mosquitto(tmp: Path) -> _Proc:
-    port = _free_port()
-    (tmp / "mq").mkdir()
-    conf = tmp / "mosquitto.conf"
-    conf.write_text(
-        f"listener {port} 127.0.0.1\nallow_anonymous true\npersistence true\npersistence_location {tmp}/mq/\n"
-        "max_queued_messages 1000000\nlog_dest stdout\nlog_type error\nlog_type warning\n"
-        + ("user root\n" if os.geteuid() == 0 else "")
-    )
-    p = _Proc([_binary("mosquitto"), "-c", str(conf)], port, tmp / "mosquitto.log")
-    p.wait_port()
-    return p
-
-
-def spawn_influxd(tmp: Path) -> _Proc:
-    port, rpc = _free_port(), _free_port()
-    conf = tmp / "influxdb.conf"
-    conf.write_text(
-        f'reporting-disabled = true\nbind-address = "127.0.0.1:{rpc}"\n'
-        f'[meta]\n  dir = "{tmp}/meta"\n  logging-enabled = false\n'
-        f'[data]\n  dir = "{tmp}/data"\n  wal-dir = "{tmp}/wal"\n  query-log-enabled = false\n'
-        "[monitor]\n  store-enabled = false\n[subscriber]\n  enabled = false\n"
-        "[continuous_queries]\n  enabled = false\n[retention]\n  enabled = false\n"
-        f'[http]\n  bind-address = "127.0.0.1:{port}"\n  log-enabled = false\n[logging]\n  level = "warn"\n'
-    )
-    p = _Proc([_binary("influxd"), "-config", str(conf)], port, tmp / "influxd.log")
-    p.wait_port()
-    return p
-
-
-def _influxql(url: str, db: str, q: str) -> list[dict[str, Any]]:
-    data = urllib.parse.urlencode({"q": q, "db": db, "epoch": "ns"}).encode()
-    with urllib.request.urlopen(f"{url}/query", data=data, timeout=10) as resp:
-        body = json.load(resp)
-    result = body["results"][0]
-    if "error" in result:
+def _series(influx: Influx1, database: str, q: str) -> list[dict[str, Any]]:
+    try:
+        return influx.query(q, database)
+    except QueryError:
         return []  # "database not found" before the server's first write
-    return list(result.get("series", []))
 
 
 @dataclass
@@ -204,12 +117,12 @@ def _with_hostile(msgs: list[tuple[str, str, int, bytes]], share: float, units: 
     return out
 
 
-def run_row(tmp: Path, mq_port: int, influx_url: str, units: int, records: int, lanes: int, rate: float,
+def run_row(tmp: Path, mq_port: int, influx: Influx1, units: int, records: int, lanes: int, rate: float,
             batch_size: int, progress: Any, hostile_share: float = 0.0) -> Row:
-    import paho.mqtt.client as mqtt
     import psutil
     import yaml
-    from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
+
+    from common.mqtt import make_client
 
     db = f"bench_{units}u_{int(time.time() * 1000)}"
     per_lane = max(1, records // (units * lanes))
@@ -218,7 +131,7 @@ def run_row(tmp: Path, mq_port: int, influx_url: str, units: int, records: int, 
     cfg = {
         "server_id": "bench", "log_level": "WARNING",
         "mqtt": {"host": "127.0.0.1", "port": mq_port, "client_id": db, "receive_maximum": max(1000, batch_size * 2)},
-        "influx": {"api": "v1", "url": influx_url, "database": db, "batch_size": batch_size},
+        "influx": {"api": "v1", "url": influx.url, "database": db, "batch_size": batch_size},
         "spool": {"path": str(tmp / f"{db}.sqlite3")},
         "validation": {"gates": declared(units, lanes)},
         "alerts": {"silence_wall_clock": False},
@@ -227,19 +140,21 @@ def run_row(tmp: Path, mq_port: int, influx_url: str, units: int, records: int, 
     cfg_path = tmp / f"{db}.yaml"
     cfg_path.write_text(yaml.safe_dump(cfg))
     env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
-    server = _Proc([sys.executable, "-m", "gatewatch", "server", "--config", str(cfg_path)], mq_port,
-                   tmp / f"{db}.log", env)
+    server = Process([sys.executable, "-m", "gatewatch", "server", "--config", str(cfg_path)], tmp / f"{db}.log",
+                     env=env, name="gatewatch server").start()
+    assert server.proc is not None
     ps = psutil.Process(server.proc.pid)
     peak = 0.0
     try:
         # the server's subscription must exist before the first publish
-        _wait(lambda: bool(_influxql(influx_url, db, "SELECT count(*) FROM server_health")), 60, "the server")
+        try:
+            wait_for(lambda: bool(_series(influx, db, "SELECT count(*) FROM server_health")), 60, "the server")
+        except TimeoutError as exc:
+            raise BenchError(f"{exc}; see {server.log}") from None
         sent_at: dict[tuple[str, str, int], float] = {}
         done: dict[tuple[str, str], int] = {}
         latencies: list[float] = []
-        pub = mqtt.Client(callback_api_version=CallbackAPIVersion.VERSION2, client_id=f"{db}-units",
-                          protocol=MQTTProtocolVersion.MQTTv5)
-        pub.max_inflight_messages_set(1000)
+        pub = make_client(f"{db}-units", max_inflight=1000)
         pub.connect("127.0.0.1", mq_port)
         pub.loop_start()
 
@@ -267,7 +182,7 @@ def run_row(tmp: Path, mq_port: int, influx_url: str, units: int, records: int, 
             time.sleep(POLL_S)
             peak = max(peak, ps.memory_info().rss / 2**20)
             now = time.monotonic()
-            for series in _influxql(influx_url, db, 'SELECT last("seq") FROM lane_queue GROUP BY "unit", "lane"'):
+            for series in _series(influx, db, 'SELECT last("seq") FROM lane_queue GROUP BY "unit", "lane"'):
                 key = (series["tags"]["unit"], series["tags"]["lane"])
                 last = int(series["values"][0][1])
                 for s in range(done.get(key, -1) + 1, last + 1):
@@ -296,21 +211,20 @@ def run_bench(units: list[int], records: int, lanes: int, rate: float, batch_siz
 
     console = Console()
     rows: list[Row] = []
-    with tempfile.TemporaryDirectory(prefix="gatewatch-bench-") as d:
+    with tempfile.TemporaryDirectory(prefix="gatewatch-bench-") as d, ExitStack() as stack:
         tmp = Path(d)
-        mq = spawn_mosquitto(tmp)
-        db = spawn_influxd(tmp)
-        try:
-            with Progress(console=console, transient=True) as bar:
-                for n in units:
-                    for share in hostile or [0.0]:
-                        per_row = max(1, records // (n * lanes)) * n * lanes
-                        task = bar.add_task(f"{n} units, hostile {share:g}", total=per_row)
-                        rows.append(run_row(tmp, mq.port, f"http://127.0.0.1:{db.port}", n, records, lanes, rate,
-                                            batch_size, lambda k, t=task: bar.advance(t, k), share))
-        finally:
-            mq.stop()
-            db.stop()
+        mq = start_mosquitto(tmp / "mosquitto", max_queued_messages=1_000_000, autosave_interval_s=None,
+                             log_types=("error", "warning"))
+        stack.callback(mq.stop)
+        influx = start_influxd(tmp / "influxd")
+        stack.callback(influx.stop)
+        with Progress(console=console, transient=True) as bar:
+            for n in units:
+                for share in hostile or [0.0]:
+                    per_row = max(1, records // (n * lanes)) * n * lanes
+                    task = bar.add_task(f"{n} units, hostile {share:g}", total=per_row)
+                    rows.append(run_row(tmp, mq.port, influx, n, records, lanes, rate, batch_size,
+                                        lambda k, t=task: bar.advance(t, k), share))
     table = Table(title=f"gatewatch server ingest: mosquitto -> server -> influxd 1.x "
                         f"({lanes} lanes/unit, batch {batch_size}, rate {'max' if rate <= 0 else f'{rate:g}/s'})")
     for col in ("units", "records", "hostile", "records/s", "p50 ms", "p90 ms", "p99 ms", "max ms",
@@ -322,11 +236,3 @@ def run_bench(units: list[int], records: int, lanes: int, rate: float, batch_siz
                       f"{r.peak_rss_mb:.0f}", f"{r.cpu_s / r.records * 1e6:.0f}")
     console.print(table)
     return rows
-
-
-if __name__ == "__main__":
-    import typer
-
-    from server.cli import bench_server
-
-    typer.run(bench_server)
