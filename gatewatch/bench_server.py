@@ -9,7 +9,10 @@ does not share a GIL with the load generator). Reported per row:
   sends it) to the moment InfluxQL returns it. Records of one lane are stored in order, so a
   poller that sees `last(seq)` of a lane reach S knows every record up to S is stored; the
   poll interval (50 ms) bounds the resolution;
-- peak resident memory of the server process.
+- peak resident memory of the server process, and the CPU seconds it used for the row;
+- with `--hostile R`, R bad messages per valid record (gatewatch.hostile: int64 overflow, deep
+  JSON, huge integers, 1,000 directions, foreign lanes, future and too old windows) are mixed in,
+  in turn; the server must dead-letter each, and the row's records/s counts the valid ones only.
 
 Run: `gatewatch bench-server`. A developer tool: it lives beside the demo, not in the production
 `server` package, because it starts its own broker and database (gatewatch.services).
@@ -52,6 +55,8 @@ class Row:
     seconds: float
     latencies_ms: list[float]
     peak_rss_mb: float
+    hostile: int = 0
+    cpu_s: float = 0.0
 
     @property
     def rate(self) -> float:
@@ -60,6 +65,16 @@ class Row:
     def pct(self, q: float) -> float:
         xs = sorted(self.latencies_ms)
         return xs[min(len(xs) - 1, round(q * (len(xs) - 1)))] if xs else float("nan")
+
+
+def lane_id(unit: int, lane: int) -> str:
+    """Unique within the gate: a lane belongs to one unit."""
+    return f"u{unit}-l{lane}"
+
+
+def declared(units: int, lanes: int) -> dict[str, dict[str, dict[str, list[str]]]]:
+    """`validation.gates` for the simulated units, as an installer would declare their lanes."""
+    return {"bench": {f"u{u}": {lane_id(u, k): ["in", "out"] for k in range(lanes)} for u in range(units)}}
 
 
 def _messages(units: int, lanes: int, per_lane: int) -> list[tuple[str, str, int, bytes]]:
@@ -72,7 +87,8 @@ def _messages(units: int, lanes: int, per_lane: int) -> list[tuple[str, str, int
         for u in range(units):
             for lane in range(lanes):
                 m = CountsMessage(
-                    gate="bench", unit=f"u{u}", lane=f"l{lane}", seq=i, window_start=base + timedelta(seconds=10 * i),
+                    gate="bench", unit=f"u{u}", lane=lane_id(u, lane), seq=i,
+                    window_start=base + timedelta(seconds=10 * i),
                     window_s=10.0, counts={VehicleClass.TRUCK: {"in": i % 5, "out": 1}, VehicleClass.CAR: {"in": 2}},
                     queue=QueueStats(length_max=3, length_mean=1.5, stationary_max=2, clearance_per_min=6.0),
                     frames=120, camera_up=1.0,
@@ -81,8 +97,28 @@ def _messages(units: int, lanes: int, per_lane: int) -> list[tuple[str, str, int
     return out
 
 
+def _with_hostile(msgs: list[tuple[str, str, int, bytes]], share: float, units: int,
+                  lanes: int) -> list[tuple[str, str, int, bytes, str]]:
+    """(unit, lane, seq, payload, topic), valid records with `share` hostile messages per record
+    spread evenly among them (their lane is empty: they are never waited for)."""
+    from gatewatch.hostile import Target, hostile
+
+    target = Target("bench", {f"u{u}": [lane_id(u, k) for k in range(lanes)] for u in range(units)})
+    bad = hostile(int(len(msgs) * share), target)
+    out: list[tuple[str, str, int, bytes, str]] = []
+    owed = 0.0
+    for unit, lane, seq, payload in msgs:
+        out.append((unit, lane, seq, payload, f"gatewatch/v1/bench/{unit}/counts"))
+        owed += share
+        while owed >= 1:
+            topic, body, _ = next(bad)
+            out.append(("", "", -1, body, topic))
+            owed -= 1
+    return out
+
+
 def run_row(tmp: Path, mq_port: int, influx: Influx1, units: int, records: int, lanes: int, rate: float,
-            batch_size: int, progress: Any) -> Row:
+            batch_size: int, progress: Any, hostile_share: float = 0.0) -> Row:
     import psutil
     import yaml
 
@@ -91,12 +127,13 @@ def run_row(tmp: Path, mq_port: int, influx: Influx1, units: int, records: int, 
     db = f"bench_{units}u_{int(time.time() * 1000)}"
     per_lane = max(1, records // (units * lanes))
     msgs = _messages(units, lanes, per_lane)
+    traffic = _with_hostile(msgs, hostile_share, units, lanes)
     cfg = {
         "server_id": "bench", "log_level": "WARNING",
         "mqtt": {"host": "127.0.0.1", "port": mq_port, "client_id": db, "receive_maximum": max(1000, batch_size * 2)},
         "influx": {"api": "v1", "url": influx.url, "database": db, "batch_size": batch_size},
         "spool": {"path": str(tmp / f"{db}.sqlite3")},
-        "validation": {"accept_unknown": True},
+        "validation": {"gates": declared(units, lanes)},
         "alerts": {"silence_wall_clock": False},
         "health": {"interval_s": 5},
     }
@@ -124,15 +161,16 @@ def run_row(tmp: Path, mq_port: int, influx: Influx1, units: int, records: int, 
         def publish() -> None:
             gap = 1.0 / rate if rate > 0 else 0.0
             t_next = time.monotonic()
-            for unit, lane, seq, payload in msgs:
-                if gap:
+            for unit, lane, seq, payload, topic in traffic:
+                if gap and seq >= 0:
                     t_next += gap
                     delay = t_next - time.monotonic()
                     if delay > 0:
                         time.sleep(delay)
                 sent_at[(unit, lane, seq)] = time.monotonic()
-                pub.publish(f"gatewatch/v1/bench/{unit}/counts", payload, qos=1)
+                pub.publish(topic, payload, qos=1)
 
+        cpu0 = sum(ps.cpu_times()[:2])
         t0 = time.monotonic()
         sender = threading.Thread(target=publish, daemon=True)
         sender.start()
@@ -156,15 +194,17 @@ def run_row(tmp: Path, mq_port: int, influx: Influx1, units: int, records: int, 
             progress(new - stored)
             stored = new
         seconds = time.monotonic() - t0
+        cpu_s = sum(ps.cpu_times()[:2]) - cpu0
         sender.join()
         pub.disconnect()
         pub.loop_stop()
     finally:
         server.stop()
-    return Row(units, len(msgs), seconds, latencies, peak)
+    return Row(units, len(msgs), seconds, latencies, peak, len(traffic) - len(msgs), cpu_s)
 
 
-def run_bench(units: list[int], records: int, lanes: int, rate: float, batch_size: int) -> list[Row]:
+def run_bench(units: list[int], records: int, lanes: int, rate: float, batch_size: int,
+              hostile: list[float] | None = None) -> list[Row]:
     from rich.console import Console
     from rich.progress import Progress
     from rich.table import Table
@@ -180,17 +220,19 @@ def run_bench(units: list[int], records: int, lanes: int, rate: float, batch_siz
         stack.callback(influx.stop)
         with Progress(console=console, transient=True) as bar:
             for n in units:
-                per_row = max(1, records // (n * lanes)) * n * lanes
-                task = bar.add_task(f"{n} units", total=per_row)
-                rows.append(run_row(tmp, mq.port, influx, n, records, lanes, rate, batch_size,
-                                    lambda k, t=task: bar.advance(t, k)))
+                for share in hostile or [0.0]:
+                    per_row = max(1, records // (n * lanes)) * n * lanes
+                    task = bar.add_task(f"{n} units, hostile {share:g}", total=per_row)
+                    rows.append(run_row(tmp, mq.port, influx, n, records, lanes, rate, batch_size,
+                                        lambda k, t=task: bar.advance(t, k), share))
     table = Table(title=f"gatewatch server ingest: mosquitto -> server -> influxd 1.x "
                         f"({lanes} lanes/unit, batch {batch_size}, rate {'max' if rate <= 0 else f'{rate:g}/s'})")
-    for col in ("units", "records", "records/s", "p50 ms", "p90 ms", "p99 ms", "max ms", "server peak RSS MB"):
+    for col in ("units", "records", "hostile", "records/s", "p50 ms", "p90 ms", "p99 ms", "max ms",
+                "server peak RSS MB", "server CPU µs/record"):
         table.add_column(col, justify="right")
     for r in rows:
-        table.add_row(str(r.units), str(r.records), f"{r.rate:,.0f}", f"{r.pct(0.5):.0f}", f"{r.pct(0.9):.0f}",
-                      f"{r.pct(0.99):.0f}", f"{max(r.latencies_ms, default=float('nan')):.0f}",
-                      f"{r.peak_rss_mb:.0f}")
+        table.add_row(str(r.units), str(r.records), str(r.hostile), f"{r.rate:,.0f}", f"{r.pct(0.5):.0f}",
+                      f"{r.pct(0.9):.0f}", f"{r.pct(0.99):.0f}", f"{max(r.latencies_ms, default=float('nan')):.0f}",
+                      f"{r.peak_rss_mb:.0f}", f"{r.cpu_s / r.records * 1e6:.0f}")
     console.print(table)
     return rows

@@ -240,7 +240,8 @@ def _stack(run: Path, clips: list[Clip], realtime: bool, console: Console) -> It
                 "create_database": True,
             },
             "spool": {"path": str(run / "server-spool.sqlite3")},
-            "validation": {"gates": {GATE: [c.unit for c in clips]}},
+            # every lane the demo's units own, as an installer declares them: nothing else is accepted
+            "validation": {"gates": {GATE: {c.unit: {lane_id(c): list(side_names(*c.line))} for c in clips}}},
             "alerts": {
                 "valid_s": 30,
                 "rules": {"congested": CONGESTED},
@@ -265,7 +266,7 @@ def _stack(run: Path, clips: list[Clip], realtime: bool, console: Console) -> It
                 "model": {"path": str(default_model().resolve())},
                 "lanes": [
                     {
-                        "id": f"{c.unit}-l1",
+                        "id": lane_id(c),
                         "line": {"a": list(a), "b": list(b)},
                         "directions": list(side_names(a, b)),
                         "queue_zone": _zone(a, b),
@@ -283,6 +284,11 @@ def _stack(run: Path, clips: list[Clip], realtime: bool, console: Console) -> It
             started.callback(edge.stop)
             edges.append(edge)
         yield Stack(broker, influx, server, edges, passwords[SERVER_USER])
+
+
+def lane_id(clip: Clip) -> str:
+    """Unique within the gate (a lane belongs to one unit): the unit's id, then the lane's number."""
+    return f"{clip.unit}-l1"
 
 
 def _zone(a: tuple[float, float], b: tuple[float, float]) -> list[list[float]]:

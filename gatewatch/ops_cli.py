@@ -153,13 +153,15 @@ def bench_server_cmd(
     lanes: int = typer.Option(4, "--lanes", help="lanes per unit"),
     rate: float = typer.Option(0.0, "--rate", help="records/s offered (0: as fast as possible)"),
     batch_size: int = typer.Option(500, "--batch-size", help="server influx.batch_size (messages per write)"),
+    hostile: list[float] = typer.Option(
+        [0.0], "--hostile", help="bad messages mixed in per valid record, one row each (gatewatch.hostile)"),
 ) -> None:
     """Window records/s from N simulated units through mosquitto and the server into influxd."""
 
     def body() -> None:
         from gatewatch.bench_server import run_bench
 
-        run_bench(units, records, lanes, rate, batch_size)
+        run_bench(units, records, lanes, rate, batch_size, hostile)
 
     guarded(body)
 

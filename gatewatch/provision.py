@@ -48,7 +48,7 @@ from edge.config import HomeAssistantConfig, UnitConfig
 from wire.errors import WireError
 from wire.homeassistant import discovery_filter, lane_state_filter, node_id
 from wire.summary import PROVINCE
-from wire.topics import DEAD_LETTER, PREFIX, SERVER_HEALTH, UNIT_KINDS, TopicKind, check_id
+from wire.topics import DEAD_LETTER, PREFIX, SERVER_HEALTH, UNIT_KINDS, TopicKind, check_id, server_claim
 
 #: where the bundle files land on a Pi (install.sh copies them there); unit.yaml refers to them.
 DEFAULT_UNIT_ETC = Path("/etc/gatewatch")
@@ -132,10 +132,12 @@ def unit_username(gate: str, unit: str) -> str:
 
 
 def unit_acl(gate: str, unit: str, homeassistant: HomeAssistantConfig | None = None) -> str:
-    """A unit writes only its own four topic kinds and reads only its gate's alerts.
+    """A unit writes only its own four topic kinds, reads its gate's alerts, and reads (never
+    writes) its own `stored` acknowledgement, on which it forgets its records.
 
     Not `<gate>/<unit>/#`: that would include `<gate>/<unit>/alert`, and since alerts are
-    scoped by lane, a unit whose id equals a lane id could forge that lane's alert.
+    scoped by lane, a unit whose id equals a lane id could forge that lane's alert; and it would
+    include `<gate>/<unit>/stored`, with which a unit could make itself forget unstored records.
 
     With Home Assistant discovery on (`homeassistant.enabled` in its unit.yaml), also its own
     discovery node and lane states (read too: it deletes strays it finds there) and Home
@@ -146,6 +148,7 @@ def unit_acl(gate: str, unit: str, homeassistant: HomeAssistantConfig | None = N
     lines = [f"# unit {gate}/{unit}", f"user {user}"]
     lines += [f"topic write {PREFIX}/{gate}/{unit}/{kind.value}" for kind in sorted(UNIT_KINDS)]
     lines.append(f"topic read {PREFIX}/{gate}/+/{TopicKind.ALERT.value}")
+    lines.append(f"topic read {PREFIX}/{gate}/{unit}/{TopicKind.STORED.value}")
     if homeassistant is not None and homeassistant.enabled:
         lines += [
             f"topic readwrite {discovery_filter(homeassistant.discovery_prefix, node_id(gate, unit))}",
@@ -156,14 +159,17 @@ def unit_acl(gate: str, unit: str, homeassistant: HomeAssistantConfig | None = N
 
 
 def server_acl(name: str) -> str:
-    """The server reads everything under the prefix and writes alerts, dead letters and its health."""
+    """The server reads everything under the prefix and writes alerts, each unit's `stored`
+    acknowledgement, dead letters, its health and the claim on its client id (its name)."""
     lines = [
         f"# server {name}",
         f"user {_id(name, 'server name')}",
         f"topic read {PREFIX}/#",
         f"topic write {PREFIX}/+/+/{TopicKind.ALERT.value}",
+        f"topic write {PREFIX}/+/+/{TopicKind.STORED.value}",
         f"topic write {DEAD_LETTER}",
         f"topic write {SERVER_HEALTH}",
+        f"topic write {server_claim(name)}",
         f"topic write {PROVINCE}/#",
     ]
     return "\n".join(lines) + "\n"
@@ -498,7 +504,7 @@ def starter_unit_config(gate: str, unit: str, opts: UnitOptions) -> dict[str, An
         "unit": unit,
         "source": parse_source(opts.source),
         "lanes": [{
-            "id": "lane1",
+            "id": starter_lane_id(unit),
             "line": {"a": [0.0, 0.6], "b": [1.0, 0.6], "band": 0.015},
             "directions": ["in", "out"],
             "queue_zone": [[0.0, 0.2], [1.0, 0.2], [1.0, 0.6], [0.0, 0.6]],
@@ -518,6 +524,15 @@ def starter_unit_config(gate: str, unit: str, opts: UnitOptions) -> dict[str, An
     }
 
 
+def starter_lane_id(unit: str) -> str:
+    """`<unit>-l1`: unique within the gate, because a lane belongs to one unit (the server refuses a
+    unit's records for another unit's lane); a long unit id is cut and keeps a hash of the rest."""
+    lane = f"{unit}-l1"
+    if len(lane) <= 40:
+        return lane
+    return f"{unit[:28]}-{hashlib.sha256(unit.encode()).hexdigest()[:8]}-l1"
+
+
 def parse_source(source: str) -> dict[str, Any]:
     """`picamera`, `usb:N`, `rtsp://...`/`http(s)://...`, or a file path."""
     if source == "picamera":
@@ -535,8 +550,10 @@ def parse_source(source: str) -> dict[str, Any]:
 UNIT_YAML_HEADER = """\
 # gatewatch edge unit {gate}/{unit}, written by `gatewatch provision-unit`.
 # The MQTT password is not here: systemd loads it from {etc}/edge.env (mqtt.password_env names the variable).
-# lane1 is a placeholder: run `gatewatch calibrate --config {etc}/unit.yaml --out frame.png`,
+# {lane} is a placeholder: run `gatewatch calibrate --config {etc}/unit.yaml --out frame.png`,
 # look at frame.png and move the line and queue zone onto the real lanes (docs/installer-guide.md).
+# Lane ids are unique within the gate: a lane belongs to one unit. Declare the same lanes and
+# directions in the server's validation.gates ({gate}: {{{unit}: {{{lane}: [in, out]}}}}).
 """
 
 
@@ -554,7 +571,7 @@ def _ensure_unit_config(path: Path, gate: str, unit: str, opts: UnitOptions) -> 
         validate_config(UnitConfig, raw, "starter config")
     except ConfigError as exc:
         raise ProvisionError(_one_line(exc)) from None
-    header = UNIT_YAML_HEADER.format(gate=gate, unit=unit, etc=opts.etc_dir)
+    header = UNIT_YAML_HEADER.format(gate=gate, unit=unit, etc=opts.etc_dir, lane=starter_lane_id(unit))
     _write(path, header + yaml.safe_dump(raw, sort_keys=False, default_flow_style=None), 0o644)
     return True
 
@@ -616,6 +633,9 @@ def _ensure_server_config(path: Path, name: str, opts: ServerOptions) -> bool:
     header = (
         f"# gatewatch server {name}, written by `gatewatch provision-server`; extend it (influx, alerts).\n"
         f"# The MQTT password is not here: systemd loads {SERVER_PASSWORD_ENV} from {opts.etc_dir}/{SERVER_ENV_FILE}.\n"
+        "# accept_unknown: any provisioned unit may publish, and its lanes are learned from its first records\n"
+        "# and pinned (server-lanes.json beside the spool). Once the lanes are drawn, declare them instead:\n"
+        "#   validation: {gates: {<gate>: {<unit>: {<lane>: [in, out]}}}}\n"
     )
     _write(path, header + yaml.safe_dump(raw, sort_keys=False, default_flow_style=None), 0o644)
     return True

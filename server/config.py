@@ -7,6 +7,7 @@ by environment variable, never written in the file, so the file can be shared an
 
 from __future__ import annotations
 
+import re
 from enum import StrEnum
 from pathlib import Path
 from typing import Any, Literal
@@ -145,18 +146,60 @@ class SpoolConfig(_Strict):
     retry_max_s: float = Field(
         10.0, gt=0, le=600, title="Retry delay max (s)", description="longest delay between retries"
     )
+    max_bytes: int = Field(
+        1 << 30, ge=1 << 20, title="Spool bound (bytes)",
+        description="the spool's files never grow past this; a full spool holds new batches "
+        "unacknowledged (the broker and the units keep them) or, with the database up, writes them directly",
+    )
+    reserve_bytes: int = Field(
+        8 << 20, ge=0, title="Reserved headroom (bytes)",
+        description="the spool stops growing while less than this is free on its filesystem: room for "
+        "SQLite's own files and for whatever else shares the disk",
+    )
+
+
+class StoredConfig(_Strict):
+    min_interval_s: float = Field(
+        1.0, gt=0, le=60, title="Stored interval (s)",
+        description="each unit's retained `stored` acknowledgement is published at most this often",
+    )
+    max_pending: int = Field(
+        100_000, ge=100, le=10_000_000, title="Max pending seqs",
+        description="stored seqs a unit may have above an unexplained hole before the hole is given up "
+        "(counted as a gap); normally the unit's health explains holes long before",
+    )
+
+
+#: a unit's lanes: lane id -> the direction ids it counts
+UnitLanes = dict[str, list[str]]
 
 
 class ValidationConfig(_Strict):
     accept_unknown: bool = Field(
         False,
         title="Accept unknown units",
-        description="accept gates and units not listed under `gates`",
+        description="accept gates and units not listed under `gates` (their lanes are learned and pinned)",
     )
-    gates: dict[str, list[str]] = Field(
+    gates: dict[str, list[str] | dict[str, UnitLanes | None]] = Field(
         default_factory=dict,
-        title="Known units",
-        description="gate id -> unit ids allowed to publish",
+        title="Known units and their lanes",
+        description="gate id -> {unit id -> {lane id -> [direction ids]}}: what each unit may report on. "
+        "A unit given no lanes (`hn-u2:` or the list form `gate: [u1, u2]`) has its lanes learned from its "
+        "first records and pinned in `lanes_file`. A lane belongs to one unit of its gate",
+    )
+    lanes_file: Path | None = Field(
+        None,
+        title="Learned lanes file",
+        description="where lanes learned from units without declared lanes are pinned, so a restart does "
+        "not let another unit claim them; default: server-lanes.json beside the spool file",
+    )
+    max_lanes_per_unit: int = Field(
+        16, ge=1, le=1000, title="Max lanes per unit",
+        description="a unit whose lanes are learned may claim this many lanes, no more",
+    )
+    max_directions_per_lane: int = Field(
+        4, ge=1, le=100, title="Max directions per lane",
+        description="a lane whose directions are learned may have this many, no more (each one is a series)",
     )
     max_future_s: float = Field(
         120.0,
@@ -164,6 +207,23 @@ class ValidationConfig(_Strict):
         le=86_400,
         title="Clock skew bound (s)",
         description="reject windows or stamps further than this ahead of the server clock",
+    )
+    clock_tolerance_s: float = Field(
+        10.0,
+        ge=0,
+        le=86_400,
+        title="Clock tolerance for alerts (s)",
+        description="a message stamped further than this ahead of the server clock is stored (up to "
+        "max_future_s) but never moves alert state: one window from a clock that runs ahead would "
+        "otherwise hold its lane's alerts until the real time caught up",
+    )
+    max_age_s: float = Field(
+        89 * 86_400,
+        gt=0,
+        title="Oldest record (s)",
+        description="reject records, events and health older than this (reason too_old) instead of "
+        "letting the database drop them silently; keep it below the retention policy the server "
+        "writes to (90 days in deploy/influxdb, less one shard of 1 day)",
     )
     max_payload_bytes: int = Field(
         MAX_PAYLOAD_BYTES,
@@ -182,15 +242,44 @@ class ValidationConfig(_Strict):
 
     @model_validator(mode="after")
     def _known(self) -> ValidationConfig:
-        import re
-
-        bad = [g for g in self.gates if not re.match(ID_PATTERN, g)]
-        bad += [u for units in self.gates.values() for u in units if not re.match(ID_PATTERN, u)]
-        if bad:
-            raise ValueError(f"ids {bad} must match {ID_PATTERN}")
         if not self.accept_unknown and not self.gates:
             raise ValueError("list the known gates and units under `gates`, or set accept_unknown: true")
+        problems = []
+        for gate, units in self.gates.items():
+            problems += _bad_ids([gate], "gate")
+            owner: dict[str, str] = {}
+            for unit, lanes in (units.items() if isinstance(units, dict) else ((u, None) for u in units)):
+                problems += _bad_ids([unit], f"{gate}: unit")
+                for lane, directions in (lanes or {}).items():
+                    where = f"{gate}.{unit}.{lane}"
+                    problems += _bad_ids([lane], f"{gate}.{unit}: lane") + _bad_ids(directions, f"{where}: direction")
+                    if lane in owner:
+                        problems.append(f"{gate}: lane {lane} is declared for both {owner[lane]} and {unit}; "
+                                        "a lane belongs to one unit (give lanes ids unique within their gate)")
+                    owner[lane] = unit
+                    if not directions or len(set(directions)) != len(directions):
+                        problems.append(f"{where}: list each direction once, at least one")
+                    if len(directions) > self.max_directions_per_lane:
+                        problems.append(f"{where}: {len(directions)} directions > max_directions_per_lane")
+                if lanes is not None and len(lanes) > self.max_lanes_per_unit:
+                    problems.append(f"{gate}.{unit}: {len(lanes)} lanes > max_lanes_per_unit")
+        if problems:
+            raise ValueError("; ".join(problems))
         return self
+
+    def declared(self, gate: str, unit: str) -> UnitLanes | None:
+        """The lanes declared for a unit, or None when they are learned (or the unit is unknown)."""
+        units = self.gates.get(gate)
+        return units.get(unit) if isinstance(units, dict) else None
+
+    def known(self, gate: str) -> frozenset[str] | None:
+        """The units listed for a gate, or None when the gate is not listed."""
+        units = self.gates.get(gate)
+        return None if units is None else frozenset(units)
+
+
+def _bad_ids(values: list[str], what: str) -> list[str]:
+    return [f"{what} {v!r} must match {ID_PATTERN}" for v in values if not re.match(ID_PATTERN, v)]
 
 
 class HealthConfig(_Strict):
@@ -267,6 +356,10 @@ class ServerConfig(_Strict):
     )
     alerts: AlertsConfig = Field(default_factory=AlertsConfig, title="Alerts", description="rules and thresholds")
     health: HealthConfig = Field(default_factory=HealthConfig, title="Health", description="server health output")
+    stored: StoredConfig = Field(
+        default_factory=StoredConfig, title="Stored acknowledgements",
+        description="the end-to-end acknowledgement each unit waits for before it forgets a record",
+    )
     summary: SummaryConfig = Field(
         default_factory=SummaryConfig, title="Cross-gate summary", description="per-gate summaries and ranking"
     )
@@ -276,6 +369,22 @@ class ServerConfig(_Strict):
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field(
         "INFO", title="Log level", description="log verbosity; secrets are never logged at any level"
     )
+
+    @model_validator(mode="after")
+    def _one_server_per_unit_stream(self) -> ServerConfig:
+        if self.mqtt.shared_group is not None:
+            # a shared subscription deals each unit's messages out to several servers: none of them
+            # sees a unit's whole seq stream, so none can say through which seq it is stored
+            raise ValueError(
+                "mqtt.shared_group is no longer supported: the end-to-end acknowledgement and the alert state "
+                "need every message of a unit in one server. To share the load, give each server its own "
+                "gates (mqtt.topic: gatewatch/v1/<gate>/+/+), client id and spool"
+            )
+        return self
+
+    @property
+    def lanes_file(self) -> Path:
+        return self.validation.lanes_file or self.spool.path.with_name("server-lanes.json")
 
 
 def parse_config(raw: Any, source: str | None = None) -> ServerConfig:

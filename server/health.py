@@ -17,6 +17,7 @@ from typing import Literal
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 
 from server.schema import FieldValue
+from server.stored import SeqHealth
 
 
 class ServerHealthMessage(BaseModel):
@@ -42,6 +43,24 @@ class ServerHealthMessage(BaseModel):
     mqtt_connected: bool
     units_last_seen_s: dict[str, float] = Field(description="gate/unit -> seconds since its last valid message")
     uptime_s: float
+    units_seq: dict[str, SeqHealth] = Field(
+        default_factory=dict, description="gate/unit -> its end-to-end acknowledgement: stored through, gaps, resets"
+    )
+    seq_gaps: int = Field(0, description="seqs given up on, all units")
+    seq_resets: int = Field(0, description="seq resets, all units")
+    key_clashes: dict[str, int] = Field(
+        default_factory=dict, description="gate/unit -> records that reused a key already written with another seq"
+    )
+    ahead_of_clock: dict[str, int] = Field(
+        default_factory=dict,
+        description="gate/unit -> messages stamped ahead of the clock tolerance (kept from alerts)",
+    )
+    spool_bytes: int = Field(0, description="the spool's files on disk")
+    spool_full: bool = Field(False, description="the spool refused the last batch it was offered")
+    held_batches: int = Field(0, description="batches kept unacknowledged: neither database nor spool could take them")
+    bypassed_batches: int = Field(0, description="batches written straight to the database past a full spool")
+    lanes_unsaved: bool = Field(False, description="learned lanes could not be saved to their file")
+    mqtt_takeovers: int = Field(0, description="times another client took this server's MQTT session")
 
 
 @dataclass(frozen=True)
@@ -67,6 +86,9 @@ class Health:
         self.rejected: Counter[str] = Counter()
         self._latencies: deque[float] = deque(maxlen=2000)
         self._last_seen: dict[str, float] = {}
+        self.clashes: Counter[str] = Counter()
+        self.ahead: Counter[str] = Counter()
+        self.held = 0
         self._last_seen_at: dict[tuple[str, str], float] = {}
 
     def on_received(self) -> None:
@@ -90,13 +112,27 @@ class Health:
         with self._lock:
             return Counts(self.received, self.stored, dict(self.rejected), dict(self._last_seen_at))
 
+    def on_clash(self, gate: str, unit: str) -> None:
+        with self._lock:
+            self.clashes[f"{gate}/{unit}"] += 1
+
+    def on_ahead(self, gate: str, unit: str) -> None:
+        with self._lock:
+            self.ahead[f"{gate}/{unit}"] += 1
+
+    def on_held(self) -> None:
+        with self._lock:
+            self.held += 1
+
     def on_write(self, seconds: float, points: int) -> None:
         with self._lock:
             self._latencies.append(seconds * 1000.0)
 
     def snapshot(
         self, at: datetime, *, spool_depth: int, db_up: bool, mqtt_connected: bool, db_rejected_points: int,
+        units_seq: dict[str, SeqHealth] | None = None, **more: int | bool,
     ) -> ServerHealthMessage:
+        """The health now; `more` takes the other components' figures (spool_bytes, spool_full, ...)."""
         now = time.monotonic()
         with self._lock:
             interval = max(1e-6, now - self._last_tick)
@@ -112,6 +148,9 @@ class Health:
                 write_latency_ms_p50=_pct(lat, 0.5), write_latency_ms_p95=_pct(lat, 0.95),
                 spool_depth=spool_depth, db_up=db_up, mqtt_connected=mqtt_connected,
                 units_last_seen_s=seen, uptime_s=round(now - self._started, 3),
+                units_seq=units_seq or {}, seq_gaps=sum(u.gaps for u in (units_seq or {}).values()),
+                seq_resets=sum(u.resets for u in (units_seq or {}).values()), key_clashes=dict(self.clashes),
+                ahead_of_clock=dict(self.ahead), held_batches=self.held, **more,
             )
 
 
@@ -130,6 +169,15 @@ def health_fields(h: ServerHealthMessage) -> dict[str, FieldValue | None]:
         "mqtt_connected": h.mqtt_connected,
         "units_seen": len(h.units_last_seen_s),
         "uptime_s": h.uptime_s,
+        "seq_gaps": h.seq_gaps,
+        "seq_resets": h.seq_resets,
+        "key_clashes": sum(h.key_clashes.values()),
+        "ahead_of_clock": sum(h.ahead_of_clock.values()),
+        "spool_bytes": h.spool_bytes,
+        "spool_full": h.spool_full,
+        "held_batches": h.held_batches,
+        "bypassed_batches": h.bypassed_batches,
+        "mqtt_takeovers": h.mqtt_takeovers,
     }
     for reason, n in h.rejected_by_reason.items():
         fields[f"rejected_{reason}"] = n

@@ -6,13 +6,17 @@ at-least-once transport plus this rule gives exactly-once data. Tags only ever c
 small fixed set (gate, unit, lane, class, direction, rule); track ids and text are fields.
 
 Line protocol comes from influxdb-client's `Point`, which owns escaping; both sinks write its
-output, and the spool stores it verbatim.
+output, and the spool stores it verbatim. Window records are the hot path (thousands a second):
+their series keys (measurement and escaped, sorted tags) are rendered by `Point` once per series
+and cached, and only their numeric fields and timestamp are formatted per record, exactly as
+`Point` formats them (tests/server/test_schema.py proves the lines identical).
 """
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterable
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 
 from influxdb_client.client.write.point import Point
 from influxdb_client.domain.write_precision import WritePrecision
@@ -25,8 +29,11 @@ from wire.payloads import (
     HealthMessage,
     StatusMessage,
     UnitState,
+    VehicleClass,
 )
 from wire.summary import GateSummary, ProvinceSummary
+from wire.topics import PREFIX
+from wire.topics import SERVER_HEALTH as SERVER_HEALTH_TOPIC
 
 LANE_COUNTS = "lane_counts"
 LANE_QUEUE = "lane_queue"
@@ -35,11 +42,15 @@ UNIT_HEALTH = "unit_health"
 UNIT_STATUS = "unit_status"
 ALERTS = "alerts"
 SERVER_HEALTH = "server_health"
+UNIT_SEQ = "unit_seq"
 #: the cross-gate view (server/summary.py); versioned: a redefinition starts new series
 GATE_SUMMARY = "gate_summary_v1"
 PROVINCE_SUMMARY = "province_summary_v1"
 
 FieldValue = int | float | bool | str
+
+_EPOCH = datetime.fromtimestamp(0, UTC)
+_MICROSECOND = timedelta(microseconds=1)
 
 
 def _point(measurement: str, at: datetime, tags: dict[str, str], fields: dict[str, FieldValue | None]) -> Point:
@@ -62,50 +73,97 @@ def lines(points: Iterable[Point]) -> list[str]:
     return out
 
 
-def points_for(message: UnitMessage) -> list[Point]:
-    """The points of any validated unit message."""
+@functools.lru_cache(maxsize=65_536)
+def series_key(measurement: str, tags: tuple[tuple[str, str], ...]) -> str:
+    """`measurement,tag=value,...` as `Point` renders it (escaped, tags sorted), once per series.
+
+    The cache is bounded; a gate has few series (units x lanes x classes x directions), so in
+    practice every window record hits it."""
+    p = Point(measurement)  # type: ignore[no-untyped-call]
+    for k, v in tags:
+        p.tag(k, v)  # type: ignore[no-untyped-call]
+    p.field("_", 0)  # type: ignore[no-untyped-call]
+    line: str = p.to_line_protocol()  # type: ignore[no-untyped-call]
+    return line[: line.rindex(" _=0i")]
+
+
+def epoch_ns(at: datetime) -> int:
+    """Nanoseconds since the epoch, computed in integers as `Point` does (no float rounding)."""
+    return ((at - _EPOCH) // _MICROSECOND) * 1000
+
+
+def _float(value: float) -> str:
+    """A float field as `Point` writes it: a whole number loses its `.0` (values are validated finite)."""
+    text = repr(float(value))
+    return text[:-2] if text.endswith(".0") else text
+
+
+_CLASSES = tuple(VehicleClass)
+
+
+#: ((class, direction, series key), ...) and the queue's series key
+LaneSeries = tuple[tuple[tuple[str, str, str], ...], str]
+
+
+@functools.lru_cache(maxsize=16_384)
+def _lane_series(gate: str, unit: str, lane: str, owned: tuple[str, ...]) -> LaneSeries:
+    """A lane's series keys, once per lane and set of directions: ((class, direction, key), ...), queue key."""
+    ids = (("gate", gate), ("lane", lane), ("unit", unit))
+    counts = tuple((cls.value, d, series_key(LANE_COUNTS, (("class", cls.value), ("direction", d), *ids)))
+                   for cls in _CLASSES for d in owned)
+    return counts, series_key(LANE_QUEUE, ids)
+
+
+def lines_for(message: UnitMessage, directions: Iterable[str] = ()) -> list[str]:
+    """The lines of any validated unit message; `directions` are those its lane owns (counts only)."""
     if isinstance(message, CountsMessage):
-        return counts_points(message)
+        return counts_lines(message, directions)
     if isinstance(message, EventMessage):
-        return event_points(message)
+        return lines(event_points(message))
     if isinstance(message, HealthMessage):
-        return health_points(message)
-    return status_points(message)
+        return lines(health_points(message))
+    return lines(status_points(message))
 
 
-def counts_points(m: CountsMessage) -> list[Point]:
-    """One `lane_counts` point per (class, direction), plus the lane's `lane_queue` point.
+def counts_lines(m: CountsMessage, directions: Iterable[str] = ()) -> list[str]:
+    """One `lane_counts` line per class and direction, plus the lane's `lane_queue` line.
 
-    Classes and directions with no crossings are not written, so Grafana's sum() is unaffected
-    and the tag set stays as small as the traffic.
+    Every class gets a line for every direction the lane owns (`directions`, see
+    server.ownership), zero when nothing crossed. A second record with the same key (a unit
+    restarted inside a window, a clock stepped back) then replaces every count of the first,
+    instead of leaving the first one's counts beside its own, and `total` always agrees with the
+    counts. Zeros do not change Grafana's sum(), and the series are those the lane owns anyway.
+    Every `lane_queue` field a record always has is written; the wait and clearance figures exist
+    only when vehicles left the queue, so they are written only then (a replacing record without
+    them leaves the first one's, which describe vehicles that really waited in that window).
     """
-    ids = {"gate": m.gate, "unit": m.unit, "lane": m.lane}
-    out = [
-        _point(LANE_COUNTS, m.window_start, {**ids, "class": cls.value, "direction": direction}, {"count": int(n)})
-        for cls, dirs in m.counts.items()
-        for direction, n in dirs.items()
-    ]
-    q = m.queue
-    out.append(
-        _point(LANE_QUEUE, m.window_start, ids, {
-            "window_s": float(m.window_s),
-            "total": int(m.total()),
-            "length_max": int(q.length_max),
-            "length_mean": float(q.length_mean),
-            "stationary_max": int(q.stationary_max),
-            "waits_n": int(q.waits_n),
-            "wait_p50_s": _f(q.wait_p50_s),
-            "wait_p90_s": _f(q.wait_p90_s),
-            "wait_max_s": _f(q.wait_max_s),
-            "clearance_per_min": _f(q.clearance_per_min),
-            "expected_wait_s": _f(q.expected_wait_s),
-            "frames": int(m.frames),
-            "camera_up": float(m.camera_up),
-            "loop_count": None if m.loop_count is None else int(m.loop_count),
-            "seq": int(m.seq),
-        })
-    )
+    ns = epoch_ns(m.window_start)
+    counts = {cls.value: dirs for cls, dirs in m.counts.items()}
+    owned = tuple(sorted({*directions, *(d for dirs in counts.values() for d in dirs)}))
+    count_series, queue_series = _lane_series(m.gate, m.unit, m.lane, owned)
+    out = [f"{key} count={int(counts[cls].get(d, 0)) if cls in counts else 0}i {ns}"
+           for cls, d, key in count_series]
+    out.append(f"{queue_series} {_queue_fields(m)} {ns}")
     return out
+
+
+def _queue_fields(m: CountsMessage) -> str:
+    """The `lane_queue` fields in `Point`'s order (sorted by name), absent optional ones left out."""
+    q = m.queue
+    parts = [f"camera_up={_float(m.camera_up)}"]
+    if q.clearance_per_min is not None:
+        parts.append(f"clearance_per_min={_float(q.clearance_per_min)}")
+    if q.expected_wait_s is not None:
+        parts.append(f"expected_wait_s={_float(q.expected_wait_s)}")
+    parts += [f"frames={int(m.frames)}i", f"length_max={int(q.length_max)}i", f"length_mean={_float(q.length_mean)}"]
+    if m.loop_count is not None:
+        parts.append(f"loop_count={int(m.loop_count)}i")
+    parts += [f"seq={int(m.seq)}i", f"stationary_max={int(q.stationary_max)}i", f"total={int(m.total())}i"]
+    for name, value in (("wait_max_s", q.wait_max_s), ("wait_p50_s", q.wait_p50_s), ("wait_p90_s", q.wait_p90_s)):
+        if value is not None:
+            parts.append(f"{name}={_float(value)}")
+    parts += [f"waits_n={int(q.waits_n)}i", f"window_s={_float(m.window_s)}"]
+    return ",".join(parts)
 
 
 def event_points(m: EventMessage) -> list[Point]:
@@ -125,6 +183,8 @@ def health_points(m: HealthMessage) -> list[Point]:
             "outbox_depth": int(m.outbox_depth),
             "outbox_oldest_s": _f(m.outbox_oldest_s),
             "dropped_records": int(m.dropped_records),
+            "outbox_first_seq": None if m.outbox_first_seq is None else int(m.outbox_first_seq),
+            "outbox_lost": int(m.outbox_lost),
             "cpu_temp_c": _f(m.cpu_temp_c),
             "throttled": m.throttled,
             "mem_mb": float(m.mem_mb),
@@ -159,6 +219,29 @@ def alert_point(event: AlertEvent) -> Point:
 
 def server_health_point(server_id: str, at: datetime, fields: dict[str, FieldValue | None]) -> Point:
     return _point(SERVER_HEALTH, at, {"server": server_id}, fields)
+
+
+def unit_seq_point(gate: str, unit: str, at: datetime, fields: dict[str, FieldValue | None]) -> Point:
+    """One unit's end-to-end acknowledgement at a health tick: Grafana alerts on `gaps` and `resets`."""
+    return _point(UNIT_SEQ, at, {"gate": gate, "unit": unit}, fields)
+
+
+_KIND_OF = {LANE_COUNTS: "counts", LANE_QUEUE: "counts", LANE_EVENTS: "events", UNIT_HEALTH: "health",
+            UNIT_STATUS: "status"}
+
+
+def origin_topic(line: str) -> str:
+    """The topic a line came from, read back from its measurement and tags (for a dead letter
+    about a point the database refused, perhaps long after its message was acknowledged)."""
+    head = line.split(" ", 1)[0]
+    measurement, _, tag_text = head.partition(",")
+    tags = dict(t.partition("=")[::2] for t in tag_text.split(",") if "=" in t)
+    gate, unit = tags.get("gate", "_"), tags.get("unit", "_")
+    if measurement in _KIND_OF:
+        return f"{PREFIX}/{gate}/{unit}/{_KIND_OF[measurement]}"
+    if measurement == ALERTS:
+        return f"{PREFIX}/{gate}/{tags.get('lane', '_')}/alert"
+    return SERVER_HEALTH_TOPIC
 
 
 def summary_points(gates: list[GateSummary], province: ProvinceSummary) -> list[Point]:

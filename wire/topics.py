@@ -47,6 +47,12 @@ def is_own_output(topic: str) -> bool:
     return len(parts) == 5 and parts[4] in SERVER_KINDS
 
 
+def server_claim(client_id: str) -> str:
+    """Where the server holding an MQTT client id says so, retained, so that a second server started
+    with the same id finds it and stands down (`/`, `+` and `#` cannot be in a topic level)."""
+    return f"{PREFIX}/_server/session/{re.sub(r'[/+#]', '_', client_id)}"
+
+
 def check_id(value: str, what: str = "id") -> str:
     if not _ID_RE.match(value):
         raise WireError("bad_id", f"{what} {value!r} must match {ID_PATTERN}")

@@ -47,6 +47,8 @@ class AlertEngine:
     def __init__(self, config: AlertsConfig) -> None:
         self.config = config
         self._lanes: dict[LaneKey, Lane] = {}
+        #: gate -> its lanes, for the gate colour judged after every record
+        self._gate_lanes: dict[str, list[Lane]] = {}
         self._units: dict[UnitKey, Unit] = {}
         rules = [rule(self) for rule in RULES]
         # a hook calls only the rules that implement it: the silence check runs after every message
@@ -107,7 +109,7 @@ class AlertEngine:
 
     def on_message(self, message: UnitMessage) -> list[AlertEvent]:
         if isinstance(message, CountsMessage):
-            events = self._on_record(message.unit, message.record())
+            events = self._on_record(message.unit, message)  # a CountsMessage is its WindowRecord
             stamp = message.window_start + timedelta(seconds=message.window_s)
         elif isinstance(message, StatusMessage):
             events = self._on_status(message)
@@ -145,7 +147,7 @@ class AlertEngine:
             events += hook(ln, window)
         for hook in self._record_hooks:
             events += hook(ln, window)
-        lanes = [other for (g, _), other in self._lanes.items() if g == r.gate]
+        lanes = self._gate_lanes[r.gate]
         colour = self._gates.judge(r.gate, self.config.gate_level(r.gate), lanes, end)
         if colour:
             self.changed.update(other.key for other in lanes)
@@ -177,6 +179,7 @@ class AlertEngine:
         key = (gate, lane)
         if key not in self._lanes:
             self._lanes[key] = Lane(gate, lane, self.config.lane_rules(gate, lane))
+            self._gate_lanes.setdefault(gate, []).append(self._lanes[key])
             self.changed.add(key)
         return self._lanes[key]
 

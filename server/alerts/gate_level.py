@@ -18,6 +18,8 @@ from server.alerts.base import AlertEvent, Lane
 from wire.payloads import ActiveAlert, AlertLevel
 
 GATE_LEVEL = "gate_level"
+_LEVELS = tuple(AlertLevel)
+_RANK = {level: i for i, level in enumerate(_LEVELS)}
 #: the `lane` tag of gate-wide alert points (not a lane id, so it cannot clash with one)
 GATE_SCOPE = "_gate"
 
@@ -74,7 +76,8 @@ class GateColour:
             g.level, g.since = alert.level, alert.since
 
     def judge(self, gate: str, cfg: GateLevelConfig, lanes: list[Lane], at: datetime) -> list[AlertEvent]:
-        """The colour after a window of one of `lanes` (all the gate's lanes); an event when it changes."""
+        """The colour after a window of one of `lanes` (all the gate's lanes); an event when it changes.
+        It runs after every record, so levels are compared by a rank table, not `AlertLevel.rank`."""
         if not cfg.enabled:
             return []
         if cfg.metric == "queue_total":
@@ -82,10 +85,10 @@ class GateColour:
         else:
             value = max((ln.wait_s or 0.0 for ln in lanes), default=0.0)
         g = self._gates.setdefault(gate, _Gate())
-        thresholds = [(AlertLevel.RED, cfg.red), (AlertLevel.ORANGE, cfg.orange), (AlertLevel.YELLOW, cfg.yellow)]
+        thresholds = ((AlertLevel.RED, cfg.red), (AlertLevel.ORANGE, cfg.orange), (AlertLevel.YELLOW, cfg.yellow))
         up = next((lv for lv, t in thresholds if value >= t and t > 0), AlertLevel.GREEN)
         level = g.level
-        if up.rank > g.level.rank:
+        if _RANK[up] > _RANK[g.level]:
             level = up
         else:
             # step down only once clearly below the current colour's threshold: no flapping
@@ -93,8 +96,8 @@ class GateColour:
                 t = dict(thresholds)[level]
                 if value >= t * self.CLEAR_RATIO:
                     break
-                level = AlertLevel(list(AlertLevel)[level.rank - 1])
-            if level.rank < up.rank:
+                level = _LEVELS[_RANK[level] - 1]
+            if _RANK[level] < _RANK[up]:
                 level = up
         if level == g.level:
             return []

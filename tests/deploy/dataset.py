@@ -14,7 +14,15 @@ from datetime import UTC, datetime, timedelta
 from server.alerts import AlertEvent
 from server.config import InfluxConfig
 from server.health import ServerHealthMessage, health_fields
-from server.schema import alert_point, counts_points, health_points, lines, server_health_point, status_points
+from server.schema import (
+    alert_point,
+    counts_lines,
+    health_points,
+    lines,
+    server_health_point,
+    status_points,
+    unit_seq_point,
+)
 from server.sinks import InfluxV1Sink
 from wire.payloads import (
     AlertLevel,
@@ -42,6 +50,8 @@ class Dataset:
     status: list[StatusMessage] = field(default_factory=list)
     alerts: list[AlertEvent] = field(default_factory=list)
     server: list[ServerHealthMessage] = field(default_factory=list)
+    #: the server's per-unit acknowledgement at its health ticks: (gate, unit, at, gaps, resets)
+    seq: list[tuple[str, str, datetime, int, int]] = field(default_factory=list)
 
     @property
     def end(self) -> datetime:
@@ -112,6 +122,12 @@ def make_dataset(now: datetime | None = None, seed: int = 7) -> Dataset:
             spool_depth=(i - 89) * 100 if down else 0, db_up=not down, mqtt_connected=True,
             units_last_seen_s={"huu-nghi/cam1": 1.0}, uptime_s=float(i * 60),
         ))
+    # every 2 minutes the server writes each unit's acknowledgement; tan-thanh's unit lost 3 records
+    # at minute 95 (an old loss, out of the alert's hour) and was re-imaged at minute 105 (a reset)
+    for i in range(0, int(HOURS * 60) - 10, 2):
+        at = start + timedelta(minutes=i, seconds=5)
+        ds.seq.append(("huu-nghi", "cam1", at, 0, 0))
+        ds.seq.append(("tan-thanh", "cam1", at, 0 if i < 40 else 3, 1 if i >= 105 else 0))
     raised = start + timedelta(minutes=20)
     ds.alerts += [
         AlertEvent("huu-nghi", "lane1", "congested", raised, AlertLevel.ORANGE, True, None, "queue 14 >= 8 for 60 s"),
@@ -126,13 +142,13 @@ def make_dataset(now: datetime | None = None, seed: int = 7) -> Dataset:
 def write_dataset(url: str, ds: Dataset) -> None:
     """Through server.schema and the server's own v1 sink, as `gatewatch server` writes."""
     sink = InfluxV1Sink(InfluxConfig(url=url, database="gatewatch", create_database=False))
-    points = [p for m in ds.counts for p in counts_points(m)]
-    points += [p for m in ds.health for p in health_points(m)]
+    points = [p for m in ds.health for p in health_points(m)]
     points += [p for m in ds.status for p in status_points(m)]
     points += [alert_point(a) for a in ds.alerts]
     points += [server_health_point(h.server, h.at, health_fields(h)) for h in ds.server]
+    points += [unit_seq_point(g, u, at, {"gaps": gaps, "resets": resets}) for g, u, at, gaps, resets in ds.seq]
     try:
-        batch = lines(points)
+        batch = [line for m in ds.counts for line in counts_lines(m)] + lines(points)
         for i in range(0, len(batch), 2000):
             sink.write(batch[i:i + 2000])
     finally:

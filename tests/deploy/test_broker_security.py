@@ -12,6 +12,7 @@ import pytest
 
 from gatewatch.provision import State, UnitOptions, provision_unit
 from tests.deploy.conftest import SecureBroker
+from tests.fixtures.procs import wait_for
 
 P = "gatewatch/v1"
 
@@ -135,8 +136,11 @@ def test_unit_cannot_publish_outside_its_topics(secure_broker: SecureBroker) -> 
             f"{P}/huu-nghi/lane1/alert",  # an alert (only the server raises them)
             f"{P}/huu-nghi/cam1/alert",  # an alert through the unit's own prefix
             f"{P}/huu-nghi/cam1/extra",  # not a unit topic kind
+            f"{P}/huu-nghi/cam1/stored",  # its own acknowledgement: it would forget unstored records
+            f"{P}/huu-nghi/cam2/stored",
             f"{P}/_deadletter",
             f"{P}/_server/health",
+            f"{P}/_server/session/gatewatch-server",  # the server's claim on its client id
         ]
         refused = {topic: unit.publish(topic, b"forged") for topic in forged}
         for topic, rc in refused.items():
@@ -192,6 +196,27 @@ def test_unit_reads_only_its_own_gates_alerts(secure_broker: SecureBroker) -> No
         server.publish(f"{P}/huu-nghi/lane3/alert", b"", retain=True)  # clear it for other tests
         for probe in (server, hn, hn2, tt):
             probe.close()
+
+
+def test_unit_reads_only_its_own_stored_acknowledgement(secure_broker: SecureBroker) -> None:
+    """The server writes each unit's retained `stored`; a unit reads its own, never a neighbour's."""
+    server = secure_broker.server()
+    cam1 = secure_broker.unit("huu-nghi", "cam1")
+    try:
+        _connected(server.connect())
+        _connected(cam1.connect())
+        for unit in ("cam1", "cam2"):
+            assert not server.publish(f"{P}/huu-nghi/{unit}/stored", f"{unit}-stored".encode(), retain=True).is_failure
+        cam1.subscribe(f"{P}/huu-nghi/cam2/stored")
+        cam1.subscribe(f"{P}/huu-nghi/cam1/stored")
+        # retained copies follow their SUBACKs in subscription order: once its own is here, cam2's would be
+        wait_for(lambda: (f"{P}/huu-nghi/cam1/stored", b"cam1-stored") in cam1.retained, 5, "its own stored")
+        assert not [t for t, _ in cam1.retained if "cam2" in t], cam1.retained
+    finally:
+        for unit in ("cam1", "cam2"):
+            server.publish(f"{P}/huu-nghi/{unit}/stored", b"", retain=True)
+        cam1.close()
+        server.close()
 
 
 def test_client_id_cannot_hijack_another_session(secure_broker: SecureBroker) -> None:

@@ -24,6 +24,7 @@ import yaml
 import server.schema as schema
 from tests.deploy.conftest import GateDb
 from tests.deploy.dataset import Dataset
+from wire.payloads import VehicleClass
 
 ROOT = Path(__file__).resolve().parents[2]
 GRAFANA = ROOT / "deploy" / "grafana"
@@ -90,8 +91,13 @@ def columns(*per_column: dict[Key, Any]) -> dict[Key, tuple[Any, ...]]:
 
 
 def crossings(ds: Dataset) -> list[dict[str, Any]]:
-    return [{"t": m.window_start, "gate": m.gate, "unit": m.unit, "lane": m.lane, "class": c.value,
-             "direction": d, "n": n} for m in ds.counts for c, dirs in m.counts.items() for d, n in dirs.items()]
+    """Every lane_counts point the server writes: each class for each direction of the lane, zero or not."""
+    out = []
+    for m in ds.counts:
+        directions = sorted({d for dirs in m.counts.values() for d in dirs})
+        out += [{"t": m.window_start, "gate": m.gate, "unit": m.unit, "lane": m.lane, "class": c.value,
+                 "direction": d, "n": m.counts.get(c, {}).get(d, 0)} for c in VehicleClass for d in directions]
+    return out
 
 
 def lane_windows(ds: Dataset) -> list[Any]:
@@ -252,6 +258,11 @@ def firing_expected(uid: str, ds: Dataset, now: datetime) -> set[Key]:
         reports = [h for h in ds.health if now - timedelta(seconds=600) <= h.at <= now]
         oldest = agg((((h.gate, h.unit), h.outbox_oldest_s) for h in reports), max)
         return {k for k, v in oldest.items() if v is not None and v > 600}
+    if uid == "gatewatch-unit-seq":
+        hour_ago = now - timedelta(hours=1)
+        totals = [((g, u), gaps + resets) for g, u, at, gaps, resets in ds.seq if hour_ago <= at <= now]
+        lo, hi = agg(totals, min), agg(totals, max)
+        return {k for k in hi if hi[k] - lo[k] > 0}
     if uid == "gatewatch-server-silent":
         bucket = now.replace(minute=now.minute - now.minute % 10, second=0, microsecond=0)
         return {(h.server,) for h in ds.server} - {(h.server,) for h in ds.server if bucket <= h.at <= now}
@@ -265,7 +276,7 @@ def test_alert_rules_fire_for_the_right_series(gate_db: GateDb) -> None:
     now = ds.end - timedelta(seconds=30)
     ops: dict[str, Callable[[float, float], bool]] = {"gt": lambda v, p: v > p, "lt": lambda v, p: v < p}
     rules = load_yaml("alerting/gatewatch-rules.yaml")["groups"][0]["rules"]
-    assert len(rules) == 5
+    assert len(rules) == 6
     for rule in rules:
         data = {d["refId"]: d for d in rule["data"]}
         a, b, c = data["A"], data["B"]["model"], data["C"]["model"]
@@ -310,7 +321,7 @@ def test_provisioning_files_parse_and_agree() -> None:
 
 def test_queries_name_only_schema_measurements() -> None:
     known = {schema.LANE_COUNTS, schema.LANE_QUEUE, schema.UNIT_HEALTH, schema.UNIT_STATUS, schema.ALERTS,
-             schema.SERVER_HEALTH, schema.GATE_SUMMARY, schema.PROVINCE_SUMMARY}
+             schema.SERVER_HEALTH, schema.UNIT_SEQ, schema.GATE_SUMMARY, schema.PROVINCE_SUMMARY}
     queries = [t["query"] for _, p in panels(every=True) for t in p["targets"]]
     rules = load_yaml("alerting/gatewatch-rules.yaml")["groups"][0]["rules"]
     queries += [r["data"][0]["model"]["query"] for r in rules]

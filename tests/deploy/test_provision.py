@@ -13,7 +13,7 @@ from typer.testing import CliRunner
 
 from edge.config import load_config
 from gatewatch.cli import app
-from gatewatch.provision import UNIT_PASSWORD_ENV, State
+from gatewatch.provision import UNIT_PASSWORD_ENV, State, UnitOptions, provision_unit
 from tests.deploy.mqtt_probe import env_value
 from tests.fixtures.procs import require_binary
 
@@ -92,6 +92,21 @@ def test_starter_configs_validate(tmp_path: Path) -> None:
     server = load_server_config(state.server_dir("gatewatch-server") / "server.yaml")
     assert (server.mqtt.username, server.mqtt.port, server.mqtt.tls_ca_file is not None) == (
         "gatewatch-server", 8884, True)
+
+
+def test_starter_lane_ids_are_unique_within_a_gate(tmp_path: Path) -> None:
+    """A lane belongs to one unit: two units of one gate must not both start with `lane1`."""
+    from gatewatch.provision import starter_lane_id
+
+    root = tmp_path / "state"
+    ids = []
+    for unit in ("cam1", "cam2", "c" * 40, "c" * 39 + "d"):
+        provision_unit(root, "huu-nghi", unit, UnitOptions(broker_host="mqtt.langson.example"))
+        cfg = load_config(State(root).unit_dir("huu-nghi", unit) / "unit.yaml")
+        ids += [lane.id for lane in cfg.lanes]
+    assert ids[:2] == ["cam1-l1", "cam2-l1"]
+    assert len(set(ids)) == len(ids) == 4 and all(len(i) <= 40 for i in ids)
+    assert starter_lane_id("cam1") in (State(root).unit_dir("huu-nghi", "cam1") / "unit.yaml").read_text()
 
 
 def test_calibrated_unit_config_is_kept(tmp_path: Path) -> None:

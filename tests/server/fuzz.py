@@ -8,14 +8,16 @@ from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from tests.server.helpers import GATE, counts_message
+from gatewatch.hostile import Target, families
+from tests.server.helpers import GATE, LANES, counts_message
 from wire.payloads import MAX_PAYLOAD_BYTES, HealthMessage, encode, topic_for
 
 Bad = tuple[str, bytes, str]  # topic, payload, expected reason
 
 
 def _valid(rng: random.Random) -> dict[str, Any]:
-    m = counts_message(rng.choice(["u1", "u2"]), rng.choice(["l1", "l2"]), rng.randrange(1000))
+    unit = rng.choice(["u1", "u2"])
+    m = counts_message(unit, rng.choice(LANES[unit]), rng.randrange(1000))
     return dict(json.loads(encode(m)))
 
 
@@ -120,7 +122,7 @@ def _mutations(rng: random.Random) -> list[tuple[str, Any]]:
         random_bytes, truncated_json, not_an_object, no_schema, unknown_schema, missing_field, absurd_value,
         extra_field, wrong_kind_for_topic, identity_mismatch, future_window, unknown_unit, unknown_gate,
         implausible, bad_topic, bad_health,
-    )]
+    )] + families(Target(GATE, LANES, _now), rng)
 
 
 def _now() -> datetime:

@@ -36,6 +36,10 @@ ROOT = Path(__file__).resolve().parents[2]
 PYTHON = sys.executable
 GATE = "huu-nghi"
 UNITS = ["u1", "u2", "u3"]
+#: the lanes each test unit owns: a lane belongs to one unit of its gate
+LANES = {"u1": ("l1", "l2"), "u2": ("l3", "l4"), "u3": ("l5", "l6")}
+#: `validation.gates` declaring them, with the directions `counts_message` uses
+DECLARED = {GATE: {u: {lane: ["in", "out"] for lane in lanes} for u, lanes in LANES.items()}}
 #: windows a day ago, aligned to 10 s: well inside the clock-skew bound and every retention
 BASE = datetime.fromtimestamp((time.time() // 10) * 10 - 86_400, UTC)
 
@@ -98,7 +102,8 @@ def expected_counts(messages: Iterable[CountsMessage]) -> Counter[tuple[str, str
         ns = int(m.window_start.timestamp()) * 1_000_000_000
         for cls, dirs in m.counts.items():
             for d, n in dirs.items():
-                out[(m.unit, m.lane, cls.value, d, ns)] = n
+                if n:
+                    out[(m.unit, m.lane, cls.value, d, ns)] = n
     return out
 
 
@@ -218,13 +223,15 @@ class ServerProcess:
 
 
 def influx_counts(db: Any) -> Counter[tuple[str, str, str, str, int]]:
-    """Every stored lane_counts point via InfluxQL, keyed like `expected_counts`."""
+    """Every stored lane_counts point with a count via InfluxQL, keyed like `expected_counts` (the
+    zeros the server writes for a lane's other classes and directions are left out)."""
     out: Counter[tuple[str, str, str, str, int]] = Counter()
     rows = db.rows('SELECT "count" FROM lane_counts GROUP BY "unit", "lane", "class", "direction"')
     for r in rows:
         key = (r["unit"], r["lane"], r["class"], r["direction"], int(r["time"]))
         assert key not in out, f"two points for {key}"
-        out[key] = int(r["count"])
+        if int(r["count"]):
+            out[key] = int(r["count"])
     return out
 
 
@@ -235,7 +242,8 @@ def victoria_counts(vm: Any) -> Counter[tuple[str, str, str, str, int]]:
         for v, ts in zip(series["values"], series["timestamps"], strict=True):
             key = (m["unit"], m["lane"], m["class"], m["direction"], int(ts) * 1_000_000)
             assert key not in out, f"two samples for {key}"
-            out[key] = int(v)
+            if int(v):
+                out[key] = int(v)
     return out
 
 

@@ -27,7 +27,7 @@ def test_congested_lane_raises_and_clears_once(tmp_path: Path, mosquitto, influx
     alerts = Listener(mosquitto.port, f"gatewatch/v1/{GATE}/l1/alert", "alert-watch")
     messages = [counts_message("u1", "l1", i, queue=q, crossings=3) for i, q in enumerate(QUEUES)]
     with running(cfg) as server:
-        assert server.subscriber.connected.wait(10)
+        assert server.subscriber.subscribed.wait(10)
         publish_all(mosquitto.port, messages)
         wait_for(lambda: server.health.stored >= len(messages), 30, "records stored")
     # the threshold is first met by window 3 (queue 9) and held through window 4: raised at window 4's end
@@ -67,7 +67,7 @@ def test_alert_state_is_republished_within_half_its_validity(tmp_path: Path, mos
     cfg = server_config(tmp_path, mosquitto.port, influxd.url, alerts={"silence_wall_clock": False, "valid_s": 2})
     watch = Listener(mosquitto.port, f"gatewatch/v1/{GATE}/l2/alert", "stale-watch")
     with running(cfg) as server:
-        assert server.subscriber.connected.wait(10)
+        assert server.subscriber.subscribed.wait(10)
         pub = Publisher(mosquitto.port)
         pub.send_message(counts_message("u1", "l2", 0))
         pub.close()
@@ -91,7 +91,7 @@ def test_a_restarted_server_keeps_a_raised_alert_instead_of_flashing_green(tmp_p
     watch = Listener(mosquitto.port, f"gatewatch/v1/{GATE}/l3/alert", "restart-watch")
     for batch in (first, later):  # one server run per batch
         with running(cfg) as server:
-            assert server.subscriber.connected.wait(10)
+            assert server.subscriber.subscribed.wait(10)
             publish_all(mosquitto.port, batch)
 
             def all_stored(s: Server = server, n: int = len(batch)) -> bool:

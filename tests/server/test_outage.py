@@ -41,13 +41,13 @@ def _stream(port: int, messages: Sequence[CountsMessage], interval_s: float, don
 
 def test_database_down_30s_mid_stream(tmp_path: Path, mosquitto, influxd) -> None:
     # ~45 s of traffic at 10 records/s; influxd is stopped for 30 s in the middle
-    messages = [counts_message(u, "l1", i) for i in range(225) for u in ("u1", "u2")]
+    messages = [counts_message(u, lane, i) for i in range(225) for u, lane in (("u1", "l1"), ("u2", "l2"))]
     want = expected_counts(messages)
     cfg = server_config(tmp_path, mosquitto.port, influxd.url)
     done = threading.Event()
     spool_peak = 0
     with running(cfg) as server:
-        assert server.subscriber.connected.wait(10)
+        assert server.subscriber.subscribed.wait(10)
         _stream(mosquitto.port, messages, 0.1, done)
         wait_for(lambda: server.health.stored > 40, 20, "records flowing")
         influxd.stop()

@@ -6,11 +6,14 @@ The sink here is a fake (the failure schedule is the point); the real databases 
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Sequence
 from pathlib import Path
 
+import pytest
+
 from server.sinks import SinkRejected, SinkUnavailable
-from server.spool import Spool
+from server.spool import Spool, SpoolFull
 from server.writer import DurableWriter
 from tests.fixtures.procs import wait_for
 
@@ -95,3 +98,35 @@ def test_a_spool_left_by_a_previous_run_is_replayed_on_start(tmp_path: Path) -> 
     finally:
         w.stop()
     assert sink.stored == ["old1", "old2", "new"]
+
+
+class SlowSink(FlakySink):
+    def write(self, lines: Sequence[str]) -> None:
+        if not self.down:
+            time.sleep(0.2)
+        super().write(lines)
+
+
+def test_a_full_spool_holds_with_the_database_down_and_is_passed_once_it_is_up(tmp_path: Path) -> None:
+    sink = SlowSink()
+    sink.down = True
+    w = DurableWriter(sink, Spool(tmp_path / "s.sqlite3", max_bytes=200_000, reserve_bytes=0), replay_batch=100,
+                      retry_min_s=0.05, retry_max_s=0.1)
+    w.write(["first"])  # marks the database down
+    spooled = 1
+    with pytest.raises(SpoolFull):
+        while True:
+            w.write([f"line {spooled}"] * 100)
+            spooled += 100
+    with pytest.raises(SpoolFull):  # held, not dropped: the caller keeps the batch unacknowledged
+        w.write(["held"])
+    sink.down = False
+    w.start()
+    try:
+        wait_for(lambda: w.db_up, 5, "the replay to reach the database")
+        w.write(["fresh"])  # the spool is still full: straight to the database, ahead of the backlog
+        assert w.bypassed == 1 and "fresh" in sink.stored and w.spool.depth > 0
+        wait_for(lambda: w.spool.depth == 0, 30, "the backlog replayed")
+    finally:
+        w.stop()
+    assert len(sink.stored) == spooled + 1

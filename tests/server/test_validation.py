@@ -3,16 +3,18 @@
 from __future__ import annotations
 
 import json
+import random
 from datetime import UTC, datetime, timedelta
 
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from gatewatch.hostile import Target, families
 from server.config import ValidationConfig
-from server.validation import Validator
+from server.validation import Rejected, Validator
 from tests.server.fuzz import bad_messages
-from tests.server.helpers import GATE, counts_message
+from tests.server.helpers import DECLARED, GATE, LANES, counts_message
 from wire.errors import WireError
 from wire.payloads import CountsMessage, encode, topic_for
 
@@ -20,7 +22,7 @@ NOW = datetime(2026, 11, 24, 8, 0, tzinfo=UTC)
 
 
 def validator(**kw) -> Validator:
-    return Validator(ValidationConfig(**{"gates": {GATE: ["u1", "u2"]}, **kw}), clock=lambda: NOW)
+    return Validator(ValidationConfig(**{"gates": DECLARED, **kw}), clock=lambda: NOW)
 
 
 def test_a_valid_record_passes_unchanged() -> None:
@@ -42,8 +44,37 @@ def test_clock_skew_bound(skew_s: int, ok: bool) -> None:
         assert err.value.reason == "future"
 
 
+def test_each_hostile_family_is_rejected_with_a_reason_of_its_own() -> None:
+    v = validator()
+    seen: dict[str, set[str]] = {}
+    for name, gen in families(Target(GATE, LANES, lambda: NOW), random.Random(3)):
+        for _ in range(25):
+            topic, payload, want = gen()
+            with pytest.raises(WireError) as err:
+                v.check(topic, payload)
+            assert err.value.reason == want, (name, err.value.detail)
+            seen.setdefault(name, set()).add(err.value.reason)
+    reasons = [r for rs in seen.values() for r in rs]
+    assert len(reasons) == len(set(reasons)) == 7  # one reason per family, none shared
+
+
+def test_a_window_ahead_of_the_clock_is_stored_but_kept_from_the_alerts() -> None:
+    v = validator(clock_tolerance_s=10, max_future_s=120)
+    ahead = counts_message("u1", "l1", 0, start=NOW + timedelta(seconds=50))  # ends 60 s ahead
+    close = counts_message("u1", "l1", 0, start=NOW - timedelta(seconds=5))  # ends 5 s ahead
+    assert v.check(topic_for(ahead), encode(ahead)) == ahead and v.ahead(ahead)
+    assert v.check(topic_for(close), encode(close)) == close and not v.ahead(close)
+
+
+def test_a_rejected_message_from_a_known_unit_still_has_its_seq() -> None:
+    m = counts_message("u2", "l1", 0, seq=41, start=NOW - timedelta(hours=1))  # l1 is u1's
+    with pytest.raises(Rejected) as err:
+        validator().check(topic_for(m), encode(m))
+    assert err.value.reason == "foreign_lane" and err.value.message.seq == 41
+
+
 def test_unknown_units_accepted_only_when_configured() -> None:
-    m = counts_message("u3", "l1", 0, start=NOW - timedelta(hours=1))
+    m = counts_message("u4", "l9", 0, start=NOW - timedelta(hours=1))
     with pytest.raises(WireError) as err:
         validator().check(topic_for(m), encode(m))
     assert err.value.reason == "unknown_unit"
