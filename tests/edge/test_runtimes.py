@@ -114,9 +114,19 @@ def ultralytics_counts(rows: list) -> list:  # type: ignore[type-arg]
 def test_torch_free_runtime_counts_like_the_ultralytics_path(
     fmt: str, export_dir: Path, rows: list, ultralytics_counts: list  # type: ignore[type-arg]
 ) -> None:
+    """ONNX Runtime runs the same fp32 graph as torch: its counts are the .pt path's, exactly. NCNN's
+    kernels round differently (fused convolutions, its own sigmoid), so a box near the threshold can
+    come and go in a frame: its counts may differ from the .pt path's by one per row, and never leave
+    the hand count's tolerance (CI once saw opencv4nodejs right at 18 against the .pt path's 17)."""
     exported = cached_export(shared_data.model(), fmt, 480, export_dir)
     mine = evaluate(shared_data.footage(), ModelConfig(path=exported), make_tracker, rows)
-    assert _counts(mine) == ultralytics_counts
+    if fmt == "onnx":
+        assert _counts(mine) == ultralytics_counts
+        return
+    for result, (video, direction, total, _) in zip(mine, ultralytics_counts, strict=True):
+        assert (result.row.video, result.row.direction) == (video, direction)
+        assert abs(result.total - total) <= 1, (video, direction, result.total, total)
+        assert result.total_ok, (video, direction, result.total, result.row.total)
 
 
 LIVE_UNIT = textwrap.dedent(
