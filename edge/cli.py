@@ -120,12 +120,16 @@ def bench_cmd(
         list[Path] | None, typer.Option(help="clip(s) to run (default: all ground-truth clips)")
     ] = None,
     formats: Annotated[
-        str, typer.Option(help="model formats, comma-separated: pt,onnx,ncnn,tflite")
+        str, typer.Option(help="model formats, comma-separated: pt,onnx,onnx-int8,ncnn,tflite")
     ] = "pt,onnx",
     sizes: Annotated[str, typer.Option(help="image sizes, comma-separated")] = "640,320",
     strides: Annotated[str, typer.Option(help="frame strides, comma-separated")] = "1",
     export_dir: Annotated[
         Path | None, typer.Option(help="where exports are written and reused (default ~/.cache/gatewatch/models)")
+    ] = None,
+    calibration: Annotated[
+        Path | None,
+        typer.Option(help="footage calibrating onnx-int8 (default: the shared footage no ground-truth row scores)"),
     ] = None,
     peer: Annotated[
         bool,
@@ -153,6 +157,7 @@ def bench_cmd(
             [int(s) for s in strides.split(",")],
             export_dir or default_export_dir(),
             console,
+            calibration,
         )
 
     guarded(body)

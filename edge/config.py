@@ -235,7 +235,7 @@ class MotionGateConfig(_Strict):
     )
 
 
-ModelFormat = Literal["auto", "pt", "onnx", "ncnn"]
+ModelFormat = Literal["auto", "pt", "onnx", "onnx-int8", "ncnn"]
 
 
 class ModelConfig(_Strict):
@@ -249,7 +249,14 @@ class ModelConfig(_Strict):
         title="Runtime format",
         description="how a .pt model runs: onnx (ONNX Runtime) or ncnn (NCNN), exported once and cached, "
         "without torch; pt (ultralytics, torch); auto: the fastest that counts exactly (onnx on x86, ncnn "
-        "on Arm). A path that is already an export runs in its own format",
+        "on Arm); onnx-int8: ONNX Runtime with int8 convolutions, calibrated on model.calibration. A path "
+        "that is already an export runs in its own format",
+    )
+    calibration: Path | None = Field(
+        None,
+        title="int8 calibration footage",
+        description="a clip, or a folder of clips and images, from this unit's camera: its frames fix the "
+        "activation ranges of format onnx-int8 (day and night footage both, if the lane runs at night)",
     )
     imgsz: int = Field(480, ge=64, le=1920, multiple_of=32, title="Inference image size")
     conf: float = Field(

@@ -47,7 +47,23 @@ class BenchRow:
     counts: str
 
 
-def _run_one(fmt: str, imgsz: int, stride: int, clips: list[str], export_dir: str, queue: mp.Queue) -> None:  # type: ignore[type-arg]
+def unscored_footage(folder: Path, into: Path) -> Path:
+    """A folder of links to the shared footage that no ground-truth row scores: int8 is calibrated on
+    it by default, so no clip is counted by a model whose ranges were fixed on that clip's own frames."""
+    scored = {r.video for r in read_ground_truth(folder / "ground_truth.csv")}
+    into.mkdir(parents=True, exist_ok=True)
+    for path in sorted(folder.iterdir()):
+        if path.is_file() and path.name not in scored and path.suffix.lower() in {".mp4", ".avi", ".jpg", ".png"}:
+            link = into / path.name
+            if not link.exists():
+                link.symlink_to(path.resolve())
+    return into
+
+
+def _run_one(
+    fmt: str, imgsz: int, stride: int, clips: list[str], export_dir: str, calibration: str | None,
+    queue: mp.Queue,  # type: ignore[type-arg]
+) -> None:
     from edge.devtools.evaluation import evaluate
     from edge.stages.detector import Tracker
     from edge.stages.export import cached_export
@@ -64,7 +80,8 @@ def _run_one(fmt: str, imgsz: int, stride: int, clips: list[str], export_dir: st
             path = default_model()
         else:
             # exported in a process of its own: this one's peak memory is the unit's, without torch
-            path = cached_export(default_model(), fmt, imgsz, Path(export_dir))
+            path = cached_export(default_model(), fmt, imgsz, Path(export_dir),
+                                 calibration=Path(calibration) if calibration else None)
         cfg = ModelConfig(path=path, imgsz=imgsz, vid_stride=stride, format="pt" if fmt == "pt" else "auto")
         folder = footage_dir()
         rows = [r for r in read_ground_truth(folder / "ground_truth.csv") if r.video in clips]
@@ -139,6 +156,7 @@ def run_bench(
     strides: list[int],
     export_dir: Path,
     console: Console,
+    calibration: Path | None = None,
 ) -> list[BenchRow]:
     folder = footage_dir()
     names = sorted({r.video for r in read_ground_truth(folder / "ground_truth.csv")})
@@ -147,8 +165,11 @@ def run_bench(
     ctx = mp.get_context("spawn")
     rows: list[BenchRow] = []
     settings = [(f, s, k) for f in formats for s in sizes for k in strides]
+    if "onnx-int8" in formats and calibration is None:
+        calibration = unscored_footage(folder, export_dir / "calibration-unscored")
     for fmt, size, stride in tqdm(settings, desc="bench", unit="setting", disable=None):
-        status, payload = _in_child(ctx, _run_one, (fmt, size, stride, names, str(export_dir)))
+        status, payload = _in_child(ctx, _run_one, (fmt, size, stride, names, str(export_dir),
+                                                   str(calibration) if calibration else None))
         if status == "ok":
             rows.append(payload)
         else:

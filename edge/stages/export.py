@@ -30,7 +30,8 @@ from edge import EdgeError
 from edge.config import DEFAULT_CLASS_MAP
 
 log = logging.getLogger(__name__)
-FORMATS = {"pt": None, "onnx": ".onnx", "ncnn": "_ncnn_model", "tflite": ".tflite", "openvino": "_openvino_model"}
+FORMATS = {"pt": None, "onnx": ".onnx", "onnx-int8": ".int8.onnx", "ncnn": "_ncnn_model", "tflite": ".tflite",
+           "openvino": "_openvino_model"}
 #: bump when the way an export is made changes, so old cache entries are not reused
 RECIPE = 2
 
@@ -51,24 +52,39 @@ def sha256(path: Path) -> str:
     return h.hexdigest()
 
 
-def export_settings(fmt: str, imgsz: int) -> dict[str, object]:
-    """Everything besides the weights that decides what an export contains."""
-    return {
+def export_settings(fmt: str, imgsz: int, calibration: Path | None = None) -> dict[str, object]:
+    """Everything besides the weights that decides what an export contains (for int8, the calibration
+    footage's bytes: another clip gives other activation ranges)."""
+    settings: dict[str, object] = {
         "format": fmt,
         "imgsz": imgsz,
         # ONNX Runtime takes any input shape: dynamic axes let it run the minimal-padding
         # rectangle a .pt runs. NCNN and TFLite exports bake the anchors for one shape.
-        "dynamic": fmt == "onnx",
+        "dynamic": fmt in ("onnx", "onnx-int8"),
         "classes": sorted(DEFAULT_CLASS_MAP),
         "recipe": RECIPE,
     }
+    if fmt == "onnx-int8":
+        from edge.stages.quantize import CALIBRATION_FRAMES, CalibrationError, calibration_digest
+
+        if calibration is None:
+            raise ExportError("model.format onnx-int8 needs model.calibration: a clip (or a folder of clips or "
+                              "images) from the unit's camera, whose frames fix the int8 activation ranges")
+        try:
+            settings["calibration"] = calibration_digest(calibration)
+        except (CalibrationError, OSError) as exc:
+            raise ExportError(f"model.calibration: {exc}") from exc
+        settings["calibration_frames"] = CALIBRATION_FRAMES
+    return settings
 
 
-def cache_entry(weights: Path, fmt: str, imgsz: int, out_dir: Path, digest: str | None = None) -> Path:
+def cache_entry(
+    weights: Path, fmt: str, imgsz: int, out_dir: Path, digest: str | None = None, calibration: Path | None = None,
+) -> Path:
     if fmt not in FORMATS or fmt == "pt":
         raise ExportError(f"unknown export format {fmt!r}; choose from {sorted(set(FORMATS) - {'pt'})}")
     key = hashlib.sha256(
-        json.dumps([digest or sha256(weights), export_settings(fmt, imgsz)], sort_keys=True).encode()
+        json.dumps([digest or sha256(weights), export_settings(fmt, imgsz, calibration)], sort_keys=True).encode()
     ).hexdigest()[:12]
     return out_dir / f"{weights.stem}-vehicles-{imgsz}-{key}{FORMATS[fmt]}"
 
@@ -93,7 +109,9 @@ def entry_is_complete(entry: Path) -> bool:
         return False
 
 
-def export_model(weights: Path, fmt: str, imgsz: int, out_dir: Path | None = None) -> Path:
+def export_model(
+    weights: Path, fmt: str, imgsz: int, out_dir: Path | None = None, calibration: Path | None = None,
+) -> Path:
     """Return a path to `weights` in format `fmt` at `imgsz`, exporting once and reusing after.
 
     Needs torch: call it in a process of its own (see `cached_export`). The vehicle-only head is cut
@@ -106,9 +124,10 @@ def export_model(weights: Path, fmt: str, imgsz: int, out_dir: Path | None = Non
         return weights
     out_dir = out_dir or default_export_dir()
     digest = sha256(weights)
-    target = cache_entry(weights, fmt, imgsz, out_dir, digest)
+    target = cache_entry(weights, fmt, imgsz, out_dir, digest, calibration)
     if entry_is_complete(target):
         return target
+    fp32 = export_model(weights, "onnx", imgsz, out_dir) if fmt == "onnx-int8" else None
     try:
         out_dir.mkdir(parents=True, exist_ok=True)
         work_dir = Path(tempfile.mkdtemp(prefix=".export-", dir=out_dir))
@@ -122,16 +141,19 @@ def export_model(weights: Path, fmt: str, imgsz: int, out_dir: Path | None = Non
 
         from edge.stages.detector_ultralytics import restrict_head
 
-        model = YOLO(str(work), task="detect")
-        restrict_head(model, list(DEFAULT_CLASS_MAP))
-        settings = export_settings(fmt, imgsz)
+        settings = export_settings(fmt, imgsz, calibration)
         log.info("exporting %s to %s at %s", weights.name, fmt, imgsz)
-        try:
-            produced = Path(
-                model.export(format=fmt, imgsz=imgsz, dynamic=bool(settings["dynamic"]), simplify=True, verbose=False)
-            )
-        except Exception as exc:  # exporters raise anything from ImportError to RuntimeError
-            raise ExportError(f"export to {fmt} failed: {exc}") from exc
+        if fp32 is not None and calibration is not None:
+            produced = _quantize(fp32, calibration, imgsz, work_dir / "model.int8.onnx")
+        else:
+            model = YOLO(str(work), task="detect")
+            restrict_head(model, list(DEFAULT_CLASS_MAP))
+            try:
+                produced = Path(model.export(
+                    format=fmt, imgsz=imgsz, dynamic=bool(settings["dynamic"]), simplify=True, verbose=False,
+                ))
+            except Exception as exc:  # exporters raise anything from ImportError to RuntimeError
+                raise ExportError(f"export to {fmt} failed: {exc}") from exc
         # replace a damaged entry only now that a good one exists; the manifest goes last
         _manifest(target).unlink(missing_ok=True)
         if target.is_dir():
@@ -153,7 +175,22 @@ def export_model(weights: Path, fmt: str, imgsz: int, out_dir: Path | None = Non
     return target
 
 
-def cached_export(weights: Path, fmt: str, imgsz: int, out_dir: Path | None = None) -> Path:
+def _quantize(fp32: Path, calibration: Path, imgsz: int, out: Path) -> Path:
+    from edge.stages.quantize import CalibrationError, quantize_export
+
+    try:
+        frames = quantize_export(fp32, calibration, imgsz, out)
+    except CalibrationError as exc:
+        raise ExportError(f"model.calibration: {exc}") from exc
+    except Exception as exc:  # onnxruntime.quantization raises whatever its passes raise
+        raise ExportError(f"int8 quantisation of {fp32.name} failed: {exc}") from exc
+    log.info("quantised %s on %d calibration frames of %s", fp32.name, frames, calibration)
+    return out
+
+
+def cached_export(
+    weights: Path, fmt: str, imgsz: int, out_dir: Path | None = None, calibration: Path | None = None,
+) -> Path:
     """The cached export of `weights`, made first (in a subprocess that imports torch) if missing.
 
     A counting process calls this: on a cache hit it reads only the cache; on a miss it prints one
@@ -163,7 +200,7 @@ def cached_export(weights: Path, fmt: str, imgsz: int, out_dir: Path | None = No
 
     check_model_path(weights)
     out_dir = out_dir or default_export_dir()
-    target = cache_entry(weights, fmt, imgsz, out_dir)
+    target = cache_entry(weights, fmt, imgsz, out_dir, calibration=calibration)
     if entry_is_complete(target):
         return target
     try:  # a read-only cache fails here, in one line, not deep inside the exporter
@@ -182,6 +219,8 @@ def cached_export(weights: Path, fmt: str, imgsz: int, out_dir: Path | None = No
     )
     t0 = time.monotonic()
     cmd = [sys.executable, "-m", "edge.stages.export", str(weights), fmt, str(imgsz), "--out-dir", str(out_dir)]
+    if calibration is not None:
+        cmd += ["--calibration", str(calibration)]
     proc = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, "YOLO_OFFLINE": "1"})
     if proc.returncode != 0:
         lines = (proc.stderr or proc.stdout).strip().splitlines()
@@ -200,10 +239,11 @@ def main() -> None:
     parser.add_argument("format", choices=sorted(set(FORMATS) - {"pt"}))
     parser.add_argument("imgsz", type=int)
     parser.add_argument("--out-dir", type=Path, default=None)
+    parser.add_argument("--calibration", type=Path, default=None, help="footage for onnx-int8's activation ranges")
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
     try:
-        print(export_model(args.weights, args.format, args.imgsz, args.out_dir))
+        print(export_model(args.weights, args.format, args.imgsz, args.out_dir, args.calibration))
     except EdgeError as exc:
         sys.exit(f"error: {exc}")
 

@@ -32,7 +32,7 @@ def runtime_for(cfg: ModelConfig) -> str:
         return "ultralytics"
     if cfg.format == "auto":
         return "ncnn" if platform.machine().lower() in ("aarch64", "arm64") else "onnx"
-    return cfg.format
+    return "onnx" if cfg.format == "onnx-int8" else cfg.format
 
 
 def open_detector(cfg: ModelConfig) -> Detector:
@@ -47,7 +47,8 @@ def open_detector(cfg: ModelConfig) -> Detector:
     if path.suffix == ".pt":
         from edge.stages.export import cached_export
 
-        cfg = cfg.model_copy(update={"path": cached_export(path, runtime, cfg.imgsz)})
+        fmt = "onnx-int8" if cfg.format == "onnx-int8" else runtime
+        cfg = cfg.model_copy(update={"path": cached_export(path, fmt, cfg.imgsz, calibration=cfg.calibration)})
     if runtime == "onnx":
         from edge.stages.detector_onnx import OnnxDetector
 
