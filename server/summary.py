@@ -25,7 +25,6 @@ overwrites the same InfluxDB point (keyed by gate and that time) with the fuller
 from __future__ import annotations
 
 import math
-from collections import deque
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
@@ -47,7 +46,9 @@ class _Window:
 
 @dataclass
 class _Lane:
-    windows: deque[_Window] = field(default_factory=deque)
+    #: by window start, in time order; a dict so a re-delivered window replaces its copy in O(1) and
+    #: the oldest leave from the front: the server calls `on_record` for every record it stores
+    windows: dict[datetime, _Window] = field(default_factory=dict)
 
 
 class GateSummaries:
@@ -70,12 +71,17 @@ class GateSummaries:
             vehicles_cleared=_crossings(record, roles.cleared, None),
             queue=record.queue.length_mean,
         )
-        # a re-delivered window replaces its copy; windows stay in time order
-        kept = [x for x in lane.windows if x.start != w.start]
-        kept.append(w)
-        kept.sort(key=lambda x: x.start)
+        wins = lane.windows
+        newest = next(reversed(wins), None)
+        wins[w.start] = w  # a re-delivered window replaces its copy where it stands
+        if newest is not None and w.start < newest and len(wins) > 1:
+            lane.windows = wins = dict(sorted(wins.items()))  # a late window: back into time order
         horizon = end - timedelta(seconds=self.config.window_s + self.config.interval_s)
-        lane.windows = deque(x for x in kept if x.end > horizon or x is kept[-1])
+        while len(wins) > 1:  # the oldest leave once past the horizon; the newest always stays
+            oldest = next(iter(wins.values()))
+            if oldest.end > horizon:
+                break
+            del wins[oldest.start]
         if self.now is None or end > self.now:
             self.now = end
 
@@ -92,7 +98,7 @@ class GateSummaries:
         fresh_after = at - timedelta(seconds=cfg.stale_s)
         totals: dict[str, dict[str, float]] = {}
         for (gate, _lane), lane in sorted(self._lanes.items()):
-            seen = [w for w in lane.windows if since < w.end <= at]
+            seen = [w for w in lane.windows.values() if since < w.end <= at]
             if not seen:
                 continue
             g = totals.setdefault(gate, dict.fromkeys(
