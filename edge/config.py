@@ -286,6 +286,14 @@ class ModelConfig(_Strict):
         description="a box with at least this share of its area inside a larger, more confident box is part of "
         "that vehicle (its side, a trailer) and is dropped before tracking; omit to keep every box",
     )
+    duplicate_iou: float | None = Field(
+        0.5,
+        gt=0,
+        lt=1,
+        title="Duplicate-box IoU",
+        description="a weaker box that holds 90 % of a more confident one and overlaps it at least this much (IoU) "
+        "is a second box for the same vehicle and is dropped before tracking; omit to keep such boxes",
+    )
     max_box_share: float = Field(
         0.5,
         gt=0,

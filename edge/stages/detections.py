@@ -159,3 +159,36 @@ def drop_nested(boxes: Boxes, share: float) -> Boxes:
     mask = np.zeros(n, dtype=bool)
     mask[order[keep]] = True
     return boxes.select(mask)
+
+
+#: share of a more confident box a weaker one must hold to be its duplicate (`drop_wrapping`)
+WRAP_SHARE = 0.9
+
+
+def drop_wrapping(boxes: Boxes, min_iou: float, share: float = WRAP_SHARE) -> Boxes:
+    """Drop a weaker box that holds nearly all of a more confident box and overlaps it by `min_iou`.
+
+    The converse of `drop_nested`: on dark, noisy frames the detector often wraps a car in a second,
+    looser and weaker box (a car and its shadow or headlight glare) whose IoU with the tight one stays
+    just under NMS's threshold. The nested filter keeps it, because it is the larger box, and tracked on
+    its own it crosses beside the car and counts it twice (degirum in the dark: 13 of 11). Two cars side
+    by side or one behind the other never hold 90 % of each other, so they are not touched.
+    """
+    n = len(boxes)
+    if n < 2:
+        return boxes
+    order = np.argsort(-boxes.confidence, kind="stable")
+    b = boxes.xyxy[order].astype(np.float64)
+    area = np.clip(b[:, 2] - b[:, 0], 0, None) * np.clip(b[:, 3] - b[:, 1], 0, None)
+    iw = np.clip(np.minimum(b[:, None, 2], b[None, :, 2]) - np.maximum(b[:, None, 0], b[None, :, 0]), 0, None)
+    ih = np.clip(np.minimum(b[:, None, 3], b[None, :, 3]) - np.maximum(b[:, None, 1], b[None, :, 1]), 0, None)
+    inter = iw * ih
+    iou = inter / np.maximum(area[:, None] + area[None, :] - inter, 1e-9)
+    held = inter / np.maximum(area[None, :], 1e-9)  # [i, j]: share of box j inside box i
+    keep = np.ones(n, dtype=bool)
+    for i in range(1, n):  # j < i: more confident; only a kept box can make another its duplicate
+        wraps = (held[i, :i] >= share) & (iou[i, :i] >= min_iou) & keep[:i]
+        keep[i] = not wraps.any()
+    mask = np.zeros(n, dtype=bool)
+    mask[order[keep]] = True
+    return boxes.select(mask)

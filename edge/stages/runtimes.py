@@ -74,6 +74,7 @@ def build_tracker(cfg: ModelConfig) -> Tracker:
         night,
         cfg.nested_share,
         gate=MotionGate(cfg.motion_gate) if cfg.motion_gate.enabled else None,
+        duplicate_iou=cfg.duplicate_iou,
     )
 
 

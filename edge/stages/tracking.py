@@ -18,7 +18,7 @@ import yaml
 
 from edge import EdgeError
 from edge.config import LaneConfig
-from edge.stages.detections import Boxes, Detections, clip_to_frame, drop_implausible, drop_nested
+from edge.stages.detections import Boxes, Detections, clip_to_frame, drop_implausible, drop_nested, drop_wrapping
 from edge.stages.detector import Detector, Frame
 from edge.stages.enhance import NightEnhancer
 from edge.stages.motion import MotionGate
@@ -48,8 +48,9 @@ class DetectAndTrack:
 
     Before the detector: the lanes' region is cut out of the frame (`region`) and, when the scene is
     dark, brightened (`night`); the boxes come back in whole-frame pixels, so the tracker, counting
-    and the annotated video never see the crop. Boxes nested in a larger one (`nested_share`) are
-    dropped before the tracker sees them.
+    and the annotated video never see the crop. Boxes nested in a larger one (`nested_share`) and
+    weaker boxes wrapped round a more confident one (`duplicate_iou`) are dropped before the tracker
+    sees them.
     """
 
     def __init__(
@@ -62,6 +63,7 @@ class DetectAndTrack:
         nested_share: float | None = None,
         *,
         gate: MotionGate | None = None,
+        duplicate_iou: float | None = None,
     ) -> None:
         self.detector = detector
         self.gate = gate
@@ -71,6 +73,7 @@ class DetectAndTrack:
         self.region = region
         self.night = night
         self.nested_share = nested_share
+        self.duplicate_iou = duplicate_iou
         self._inference_ms = 0.0
         self._tracking_ms = 0.0
 
@@ -121,6 +124,8 @@ class DetectAndTrack:
         boxes = to_frame(self.detector.detect(view), window, (w, h))
         if self.nested_share is not None:
             boxes = drop_nested(boxes, self.nested_share)
+        if self.duplicate_iou is not None:
+            boxes = drop_wrapping(boxes, self.duplicate_iou)
         return boxes
 
 

@@ -23,15 +23,18 @@ pytestmark = [pytest.mark.model, pytest.mark.slow]
 
 OPEN = "open in issue 8: "
 CELLS = [
-    ("fps5", "degirum_Traffic.mp4", "down", OPEN + "10 of 11 (a car moves its own length per processed frame)"),
+    ("fps5", "degirum_Traffic.mp4", "down", None),
     ("fps5", "bgslibrary_dataset_video03.avi", "down", None),
     ("fps5", "ahmetozlu_input_video.mp4", "down", None),
     ("fps5", "opencv4nodejs_traffic.mp4", "right", None),
-    ("fps5", "opencv4nodejs_traffic.mp4", "left", OPEN + "8 of 10±1 (fast far cars at the frame's edge)"),
+    ("fps5", "opencv4nodejs_traffic.mp4", "left", None),
     ("fps5", "dusk_rain_highway_vid2.mp4", "down", None),
     ("dark", "opencv4nodejs_traffic.mp4", "right", None),
     ("dark", "opencv4nodejs_traffic.mp4", "left", OPEN + "7 of 10±1 (far lanes: a few pixels of noise)"),
-    ("dark", "degirum_Traffic.mp4", "down", OPEN + "13 of 11 (overcounts in the dark)"),
+    ("dark", "degirum_Traffic.mp4", "down", None),
+    ("jpeg", "degirum_Traffic.mp4", "down", None),
+    ("jpeg", "opencv4nodejs_traffic.mp4", "right", OPEN + "16 of 17±1, but 11 of them 'truck' (blocky overhead cars)"),
+    ("jpeg", "opencv4nodejs_traffic.mp4", "left", OPEN + "8 of 10±1 (far lanes)"),
 ]
 
 

@@ -4,13 +4,18 @@ and stop-and-go, on hand-made box sequences (no model needed)."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
+import yaml
 
 from edge.config import CountingConfig, LaneConfig, LineConfig
 from edge.stages.counting import LaneCounter
 from edge.stages.detections import Boxes, drop_nested
 from edge.stages.runtimes import open_box_tracker
+from edge.stages.tracker_roboflow import StepBufferedIoU
+from edge.stages.tracking import TRACKERS_DIR
 from wire.payloads import VehicleClass
 
 W, H = 1000, 1000
@@ -87,3 +92,51 @@ def test_a_vehicle_side_seen_as_its_own_box_does_not_count_twice() -> None:
         [(500.0, float(y), CAR_W, CAR_H, 0.8), (470.0, float(y) - 5, 18.0, 40.0, 0.3)] for y in np.arange(200, 900, 20)
     ]
     assert counts(frames, 10.0) == ["down"]
+
+
+def approach(grow: float, lengths: float, h0: float = 30.0, y0: float = 250.0) -> list[list[Box]]:
+    """A car coming towards the camera: its box grows by `grow` per processed frame and moves `lengths`
+    of its own (current) height, as degirum's near lane does at 5 frames/s."""
+    out: list[list[Box]] = []
+    y, h = y0, h0
+    while y < 990:
+        out.append([(500.0, y, h * 1.3, h, 0.8)])
+        y += h * lengths
+        h *= grow
+    return out
+
+
+@pytest.fixture
+def no_step_buffer(tmp_path: Path) -> str:
+    default = TRACKERS_DIR / "gate_rf_bytetrack.yaml"
+    settings = yaml.safe_load(default.read_text())
+    assert settings["step_buffer_per_s"] > 0
+    path = tmp_path / "no_buffer.yaml"
+    path.write_text(yaml.safe_dump({**settings, "step_buffer_per_s": 0.0}))
+    return str(path)
+
+
+@pytest.mark.parametrize(
+    "frames",
+    [drive(CAR_H * 0.8), approach(1.2, 0.8), approach(1.2, 1.0), approach(1.5, 1.0)],
+    ids=["0.8 of a length", "growing 1.2x, 0.8 of a length", "growing 1.2x, a length", "growing 1.5x, a length"],
+)
+def test_the_step_buffer_keeps_a_track_that_jumps_off_its_prediction(
+    frames: list[list[Box]], no_step_buffer: str
+) -> None:
+    """At 5 frames/s these boxes share too little IoU with their track's prediction: without the step
+    buffer the track breaks into pieces that never confirm (nothing counts); with it, one count."""
+    assert counts(frames, 5.0) == ["down"]
+    assert counts(frames, 5.0, no_step_buffer) == []
+
+
+def test_the_step_buffer_is_plain_iou_at_full_rate_and_for_matched_pairs() -> None:
+    iou = StepBufferedIoU(min_iou=0.2)
+    tracks = np.array([[0, 0, 10, 10], [100, 0, 110, 10]], np.float64)
+    boxes = np.array([[1, 0, 11, 10], [111, 0, 121, 10]], np.float64)  # first overlaps, second is 1 px off
+    plain = iou.compute(tracks, boxes)
+    assert plain[1, 1] == 0.0
+    iou.ratio = 0.5  # a long step: only the unmatched pair (track 1, box 1) is widened
+    wide = iou.compute(tracks, boxes)
+    assert wide[0, 0] == plain[0, 0] and wide[0, 1] == plain[0, 1] and wide[1, 0] == plain[1, 0]
+    assert wide[1, 1] > 0.2
