@@ -51,6 +51,15 @@ class Boxes:
             self.xyxy[idx], self.confidence[idx], tuple(self.vehicle_class[i] for i in idx), self.frame_size
         )
 
+    def scaled(self, frame_size: tuple[int, int]) -> Boxes:
+        """The boxes of a resized copy of a frame, in the pixels of the frame of `frame_size` (w, h):
+        x and y scale apart, as a letterbox maps its boxes back."""
+        w, h = self.frame_size
+        if not w or not h:
+            raise ValueError("boxes without a frame size cannot be scaled")
+        factor = np.array([frame_size[0] / w, frame_size[1] / h] * 2, dtype=np.float32)
+        return Boxes(self.xyxy * factor, self.confidence, self.vehicle_class, frame_size)
+
     def class_ids(self) -> IntArray:
         """Each box's index in `VEHICLE_CLASSES` (trackers from libraries keep classes as numbers)."""
         return np.fromiter((_CLASS_ID[c] for c in self.vehicle_class), np.int64, len(self.vehicle_class))

@@ -75,6 +75,7 @@ def build_tracker(cfg: ModelConfig) -> Tracker:
         cfg.nested_share,
         gate=MotionGate(cfg.motion_gate) if cfg.motion_gate.enabled else None,
         duplicate_iou=cfg.duplicate_iou,
+        input_side=cfg.imgsz,
     )
 
 

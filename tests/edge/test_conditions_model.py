@@ -32,6 +32,8 @@ CELLS = [
     ("dark", "opencv4nodejs_traffic.mp4", "right", None),
     ("dark", "opencv4nodejs_traffic.mp4", "left", OPEN + "7 of 10±1 (far lanes: a few pixels of noise)"),
     ("dark", "degirum_Traffic.mp4", "down", None),
+    ("dark", "dusk_rain_highway_vid2.mp4", "down", None),  # held out: never tuned on
+    ("dark", "dusk_rain_highway_vid2.mp4", "up", None),
     ("jpeg", "degirum_Traffic.mp4", "down", None),
     ("jpeg", "opencv4nodejs_traffic.mp4", "right", OPEN + "16 of 17±1, but 11 of them 'truck' (blocky overhead cars)"),
     ("jpeg", "opencv4nodejs_traffic.mp4", "left", OPEN + "8 of 10±1 (far lanes)"),
