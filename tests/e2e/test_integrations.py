@@ -169,7 +169,9 @@ def test_home_assistant_states_and_metrics_follow_a_real_replay(
     frames = [value(s.edge, "gatewatch_edge_frames_total") for s in during if s.edge]
     assert frames == sorted(frames) and frames[-1] > frames[0]
     records_seen = sorted({value(s.edge, "gatewatch_edge_records_total") for s in during if s.edge})
-    assert len(records_seen) >= 2 and records_seen[-1] >= 2, records_seen  # it moved while we watched
+    # it moved while we watched: 0, then the first window's record (at about 6 s of the 11 s clip); the
+    # second and third windows close within the clip's last second, often after the last scrape
+    assert len(records_seen) >= 2 and records_seen[0] < records_seen[-1], records_seen
     for s in during:
         assert s.edge is not None
         n = value(s.edge, "gatewatch_edge_records_total")
