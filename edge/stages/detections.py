@@ -144,6 +144,19 @@ def drop_implausible(dets: Detections, max_box_share: float) -> Detections:
     return dets.select(area <= max_box_share * w * h)
 
 
+def _overlaps_by_confidence(
+    boxes: Boxes,
+) -> tuple[IntArray, npt.NDArray[np.float64], npt.NDArray[np.float64]]:
+    """The boxes ordered most confident first (stable), with their areas and pairwise intersections
+    in that order: what both duplicate filters below judge by."""
+    order = np.argsort(-boxes.confidence, kind="stable")
+    b = boxes.xyxy[order].astype(np.float64)
+    area = np.clip(b[:, 2] - b[:, 0], 0, None) * np.clip(b[:, 3] - b[:, 1], 0, None)
+    iw = np.clip(np.minimum(b[:, None, 2], b[None, :, 2]) - np.maximum(b[:, None, 0], b[None, :, 0]), 0, None)
+    ih = np.clip(np.minimum(b[:, None, 3], b[None, :, 3]) - np.maximum(b[:, None, 1], b[None, :, 1]), 0, None)
+    return order, area, iw * ih
+
+
 def drop_nested(boxes: Boxes, share: float) -> Boxes:
     """Drop a box that lies mostly (`share` of its area) inside a larger, more confident box.
 
@@ -152,15 +165,11 @@ def drop_nested(boxes: Boxes, share: float) -> Boxes:
     vehicle they belong to and count it twice. A vehicle behind another is rarely this much inside
     the front one's box, and when it is, it is hidden there anyway.
     """
-    n = len(boxes)
-    if n < 2:
+    if len(boxes) < 2:
         return boxes
-    order = np.argsort(-boxes.confidence, kind="stable")
-    b = boxes.xyxy[order].astype(np.float64)
-    area = np.clip(b[:, 2] - b[:, 0], 0, None) * np.clip(b[:, 3] - b[:, 1], 0, None)
-    iw = np.clip(np.minimum(b[:, None, 2], b[None, :, 2]) - np.maximum(b[:, None, 0], b[None, :, 0]), 0, None)
-    ih = np.clip(np.minimum(b[:, None, 3], b[None, :, 3]) - np.maximum(b[:, None, 1], b[None, :, 1]), 0, None)
-    inside = iw * ih / np.maximum(area[:, None], 1e-9)  # [i, j]: share of box i inside box j
+    order, area, inter = _overlaps_by_confidence(boxes)
+    n = len(boxes)
+    inside = inter / np.maximum(area[:, None], 1e-9)  # [i, j]: share of box i inside box j
     keep = np.ones(n, dtype=bool)
     for i in range(1, n):  # j < i: more confident; only a kept box can swallow another
         swallowed = (inside[i, :i] >= share) & (area[:i] > area[i]) & keep[:i]
@@ -183,15 +192,10 @@ def drop_wrapping(boxes: Boxes, min_iou: float, share: float = WRAP_SHARE) -> Bo
     its own it crosses beside the car and counts it twice (degirum in the dark: 13 of 11). Two cars side
     by side or one behind the other never hold 90 % of each other, so they are not touched.
     """
-    n = len(boxes)
-    if n < 2:
+    if len(boxes) < 2:
         return boxes
-    order = np.argsort(-boxes.confidence, kind="stable")
-    b = boxes.xyxy[order].astype(np.float64)
-    area = np.clip(b[:, 2] - b[:, 0], 0, None) * np.clip(b[:, 3] - b[:, 1], 0, None)
-    iw = np.clip(np.minimum(b[:, None, 2], b[None, :, 2]) - np.maximum(b[:, None, 0], b[None, :, 0]), 0, None)
-    ih = np.clip(np.minimum(b[:, None, 3], b[None, :, 3]) - np.maximum(b[:, None, 1], b[None, :, 1]), 0, None)
-    inter = iw * ih
+    order, area, inter = _overlaps_by_confidence(boxes)
+    n = len(boxes)
     iou = inter / np.maximum(area[:, None] + area[None, :] - inter, 1e-9)
     held = inter / np.maximum(area[None, :], 1e-9)  # [i, j]: share of box j inside box i
     keep = np.ones(n, dtype=bool)
