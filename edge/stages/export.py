@@ -134,18 +134,19 @@ def export_model(
     except OSError as exc:
         raise ExportError(f"cannot write the export cache {out_dir}: {exc.strerror or exc}") from exc
     try:
-        work = work_dir / f"{weights.stem}.pt"
-        shutil.copyfile(weights, work)
-        os.environ.setdefault("YOLO_OFFLINE", "1")
-        from ultralytics import YOLO  # type: ignore[attr-defined]
-
-        from edge.stages.detector_ultralytics import restrict_head
-
         settings = export_settings(fmt, imgsz, calibration)
         log.info("exporting %s to %s at %s", weights.name, fmt, imgsz)
         if fp32 is not None and calibration is not None:
+            # int8 starts from the cached fp32 export: no weights copy, no ultralytics (torch) import
             produced = _quantize(fp32, calibration, imgsz, work_dir / "model.int8.onnx")
         else:
+            work = work_dir / f"{weights.stem}.pt"
+            shutil.copyfile(weights, work)
+            os.environ.setdefault("YOLO_OFFLINE", "1")
+            from ultralytics import YOLO  # type: ignore[attr-defined]
+
+            from edge.stages.detector_ultralytics import restrict_head
+
             model = YOLO(str(work), task="detect")
             restrict_head(model, list(DEFAULT_CLASS_MAP))
             try:
