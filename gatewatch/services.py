@@ -32,7 +32,7 @@ from common.errors import GatewatchError
 
 LOOPBACK = "127.0.0.1"
 #: Debian package of each binary, for the "not installed" message.
-PACKAGES = {"mosquitto_passwd": "mosquitto", "influxd": "influxdb"}
+PACKAGES = {"mosquitto_passwd": "mosquitto", "mosquitto_pub": "mosquitto-clients", "influxd": "influxdb"}
 #: where Debian installs service binaries that a non-root PATH may lack
 SYSTEM_BIN = ("/usr/sbin", "/usr/bin")
 
