@@ -75,11 +75,11 @@ class _Batch:
 class Server:
     def __init__(
         self, config: ServerConfig, *, sink: Sink, spool: Spool, subscriber: Subscriber | None = None,
-        inbox: queue.Queue[Received] | None = None, clock: Clock = utc_now, lanes_file: Path | None = None,
+        inbox: queue.SimpleQueue[Received] | None = None, clock: Clock = utc_now, lanes_file: Path | None = None,
     ) -> None:
         self.config = config
         self.clock = clock
-        self.inbox: queue.Queue[Received] = inbox if inbox is not None else queue.Queue()
+        self.inbox: queue.SimpleQueue[Received] = inbox if inbox is not None else queue.SimpleQueue()
         self.subscriber = subscriber or Subscriber(config.mqtt, self.inbox,
                                                    instance=f"{socket.gethostname()}:{config.spool.path}")
         self.health = Health(config.server_id)

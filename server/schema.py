@@ -94,8 +94,8 @@ def epoch_ns(at: datetime) -> int:
 
 def _float(value: float) -> str:
     """A float field as `Point` writes it: a whole number loses its `.0` (values are validated finite)."""
-    text = repr(float(value))
-    return text[:-2] if text.endswith(".0") else text
+    text = repr(value if type(value) is float else float(value))
+    return text[:-2] if text[-2:] == ".0" else text
 
 
 _CLASSES = tuple(VehicleClass)
@@ -141,8 +141,8 @@ def counts_lines(m: CountsMessage, directions: Iterable[str] = ()) -> list[str]:
     counts = {cls.value: dirs for cls, dirs in m.counts.items()}
     owned = tuple(sorted({*directions, *(d for dirs in counts.values() for d in dirs)}))
     count_series, queue_series = _lane_series(m.gate, m.unit, m.lane, owned)
-    out = [f"{key} count={int(counts[cls].get(d, 0)) if cls in counts else 0}i {ns}"
-           for cls, d, key in count_series]
+    empty: dict[str, int] = {}
+    out = [f"{key} count={counts.get(cls, empty).get(d, 0):d}i {ns}" for cls, d, key in count_series]
     out.append(f"{queue_series} {_queue_fields(m)} {ns}")
     return out
 
@@ -150,20 +150,22 @@ def counts_lines(m: CountsMessage, directions: Iterable[str] = ()) -> list[str]:
 def _queue_fields(m: CountsMessage) -> str:
     """The `lane_queue` fields in `Point`'s order (sorted by name), absent optional ones left out."""
     q = m.queue
-    parts = [f"camera_up={_float(m.camera_up)}"]
+    text = f"camera_up={_float(m.camera_up)}"
     if q.clearance_per_min is not None:
-        parts.append(f"clearance_per_min={_float(q.clearance_per_min)}")
+        text += f",clearance_per_min={_float(q.clearance_per_min)}"
     if q.expected_wait_s is not None:
-        parts.append(f"expected_wait_s={_float(q.expected_wait_s)}")
-    parts += [f"frames={int(m.frames)}i", f"length_max={int(q.length_max)}i", f"length_mean={_float(q.length_mean)}"]
+        text += f",expected_wait_s={_float(q.expected_wait_s)}"
+    text += f",frames={m.frames:d}i,length_max={q.length_max:d}i,length_mean={_float(q.length_mean)}"
     if m.loop_count is not None:
-        parts.append(f"loop_count={int(m.loop_count)}i")
-    parts += [f"seq={int(m.seq)}i", f"stationary_max={int(q.stationary_max)}i", f"total={int(m.total())}i"]
-    for name, value in (("wait_max_s", q.wait_max_s), ("wait_p50_s", q.wait_p50_s), ("wait_p90_s", q.wait_p90_s)):
-        if value is not None:
-            parts.append(f"{name}={_float(value)}")
-    parts += [f"waits_n={int(q.waits_n)}i", f"window_s={_float(m.window_s)}"]
-    return ",".join(parts)
+        text += f",loop_count={m.loop_count:d}i"
+    text += f",seq={m.seq:d}i,stationary_max={q.stationary_max:d}i,total={m.total():d}i"
+    if q.wait_max_s is not None:
+        text += f",wait_max_s={_float(q.wait_max_s)}"
+    if q.wait_p50_s is not None:
+        text += f",wait_p50_s={_float(q.wait_p50_s)}"
+    if q.wait_p90_s is not None:
+        text += f",wait_p90_s={_float(q.wait_p90_s)}"
+    return text + f",waits_n={q.waits_n:d}i,window_s={_float(m.window_s)}"
 
 
 def event_points(m: EventMessage) -> list[Point]:

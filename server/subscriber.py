@@ -76,7 +76,7 @@ class Subscriber:
     two) finds the first one's claim and refuses to run; `instance` names this server's host and spool,
     so its own claim from before a restart is never taken for another server's."""
 
-    def __init__(self, config: MqttConfig, inbox: queue.Queue[Received], client: mqtt.Client | None = None,
+    def __init__(self, config: MqttConfig, inbox: queue.SimpleQueue[Received], client: mqtt.Client | None = None,
                  instance: str = "") -> None:
         self._time = time.monotonic
         self.config = config

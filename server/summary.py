@@ -46,6 +46,9 @@ class _Window:
 
 @dataclass
 class _Lane:
+    #: the gate's arriving and cleared directions (`summary.directions`), looked up once per lane
+    arriving: frozenset[str]
+    cleared: frozenset[str]
     #: by window start, in time order; a dict so a re-delivered window replaces its copy in O(1) and
     #: the oldest leave from the front: the server calls `on_record` for every record it stores
     windows: dict[datetime, _Window] = field(default_factory=dict)
@@ -59,24 +62,35 @@ class GateSummaries:
         self._lanes: dict[tuple[str, str], _Lane] = {}
         #: the latest window end seen: the stream's time
         self.now: datetime | None = None
+        #: how far back a lane's windows are kept: a summary's window and one interval
+        self._kept = timedelta(seconds=config.window_s + config.interval_s)
 
     def on_record(self, record: WindowRecord) -> None:
-        roles = self.config.roles(record.gate)
+        key = (record.gate, record.lane)
+        lane = self._lanes.get(key)
+        if lane is None:
+            roles = self.config.roles(record.gate)
+            lane = self._lanes[key] = _Lane(frozenset(roles.arriving), frozenset(roles.cleared))
         end = record.window_start + timedelta(seconds=record.window_s)
-        lane = self._lanes.setdefault((record.gate, record.lane), _Lane())
+        trucks_arriving = trucks_cleared = vehicles_cleared = 0
+        for cls, dirs in record.counts.items():  # one pass: this runs for every record stored
+            for d, n in dirs.items():
+                if d in lane.cleared:
+                    vehicles_cleared += n
+                    if cls == VehicleClass.TRUCK:
+                        trucks_cleared += n
+                if cls == VehicleClass.TRUCK and d in lane.arriving:
+                    trucks_arriving += n
         w = _Window(
-            start=record.window_start, end=end, seconds=record.window_s,
-            trucks_arriving=_crossings(record, roles.arriving, VehicleClass.TRUCK),
-            trucks_cleared=_crossings(record, roles.cleared, VehicleClass.TRUCK),
-            vehicles_cleared=_crossings(record, roles.cleared, None),
-            queue=record.queue.length_mean,
+            start=record.window_start, end=end, seconds=record.window_s, trucks_arriving=trucks_arriving,
+            trucks_cleared=trucks_cleared, vehicles_cleared=vehicles_cleared, queue=record.queue.length_mean,
         )
         wins = lane.windows
         newest = next(reversed(wins), None)
         wins[w.start] = w  # a re-delivered window replaces its copy where it stands
         if newest is not None and w.start < newest and len(wins) > 1:
             lane.windows = wins = dict(sorted(wins.items()))  # a late window: back into time order
-        horizon = end - timedelta(seconds=self.config.window_s + self.config.interval_s)
+        horizon = end - self._kept
         while len(wins) > 1:  # the oldest leave once past the horizon; the newest always stays
             oldest = next(iter(wins.values()))
             if oldest.end > horizon:
@@ -144,11 +158,6 @@ def rank(gates: list[GateSummary]) -> list[RankedGate]:
     return [RankedGate(gate=g.gate, rank=i, expected_wait_s=g.expected_wait_s,
                        trucks_cleared_per_h=g.trucks_cleared_per_h, vehicles_queued=g.vehicles_queued)
             for i, g in enumerate(live, start=1)]
-
-
-def _crossings(record: WindowRecord, directions: list[str], cls: VehicleClass | None) -> int:
-    return sum(n for c, dirs in record.counts.items() if cls is None or c == cls
-               for d, n in dirs.items() if d in directions)
 
 
 __all__ = ["DirectionRoles", "GateSummaries", "rank"]

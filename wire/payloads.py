@@ -21,6 +21,7 @@ from typing import Annotated, Any, Final, Literal
 from pydantic import (
     AwareDatetime,
     BaseModel,
+    BeforeValidator,
     ConfigDict,
     Field,
     TypeAdapter,
@@ -81,8 +82,17 @@ class _Model(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
 
 
+def _exact_int(value: Any) -> Any:
+    """JSON `true` or `1.0` is not schema 1 (a Literal[1] alone would take both)."""
+    if type(value) is not int:
+        raise ValueError(f"schema must be an integer, not {type(value).__name__}")
+    return value
+
+
 class _Versioned(_Model):
-    schema_version: Literal[1] = Field(SCHEMA_VERSION, alias="schema", description="payload schema version")
+    schema_version: Annotated[Literal[1], BeforeValidator(_exact_int)] = Field(
+        SCHEMA_VERSION, alias="schema", description="payload schema version"
+    )
 
 
 class QueueStats(_Model):
@@ -124,7 +134,10 @@ class WindowRecord(_Model):
         return (self.unit, self.lane, self.window_start)
 
     def total(self, direction: str | None = None) -> int:
-        return sum(n for dirs in self.counts.values() for d, n in dirs.items() if direction in (None, d))
+        # the server asks this of every record several times: sums over dict views, not a generator
+        if direction is None:
+            return sum(sum(dirs.values()) for dirs in self.counts.values())
+        return sum(dirs.get(direction, 0) for dirs in self.counts.values())
 
 
 class _UnitMessage(_Versioned):
@@ -265,6 +278,16 @@ def decode_message(topic: str, payload: bytes, max_bytes: int = MAX_PAYLOAD_BYTE
     if len(payload) > max_bytes:
         raise WireError("oversized", f"{len(payload)} bytes > {max_bytes}")
     try:
+        # the common case, valid input, parsed and validated in one pass by pydantic-core (about 3x
+        # faster than json.loads + validate_python); whatever it refuses takes the step-by-step path
+        # below, which says exactly why
+        message: Message = _MESSAGE.validate_json(payload)
+    except ValidationError:
+        pass
+    else:
+        if "schema_version" in message.model_fields_set:  # present, not the model's default
+            return _matching_topic(message, parsed)
+    try:
         data: Any = json.loads(payload)
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise WireError("bad_json", str(exc)[:200]) from None
@@ -282,6 +305,13 @@ def decode_message(topic: str, payload: bytes, max_bytes: int = MAX_PAYLOAD_BYTE
     except ValidationError as exc:
         errs = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors()[:5])
         raise WireError("invalid", errs[:900]) from None
+    return _matching_topic(message, parsed)
+
+
+def _matching_topic(message: Message, parsed: Topic) -> Message:
+    """The payload's kind and identity must be its topic's."""
+    if message.kind != parsed.kind.value:
+        raise WireError("topic_mismatch", f"kind {message.kind!r} published on a {parsed.kind} topic")
     scope = message.lane if isinstance(message, AlertMessage) else message.unit
     if (message.gate, scope) != (parsed.gate, parsed.scope):
         raise WireError(

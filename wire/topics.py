@@ -7,6 +7,7 @@ claimed identity matches where it was published.
 
 from __future__ import annotations
 
+import functools
 import re
 from dataclasses import dataclass
 from enum import StrEnum
@@ -87,11 +88,17 @@ class Topic:
 
     @classmethod
     def parse(cls, topic: str) -> Topic:
-        parts = topic.split("/")
-        if len(parts) != 5 or "/".join(parts[:2]) != PREFIX:
-            raise WireError("bad_topic", f"{topic!r} is not {PREFIX}/<gate>/<unit>/<kind>")
-        try:
-            kind = TopicKind(parts[4])
-        except ValueError:
-            raise WireError("bad_topic", f"unknown topic kind {parts[4]!r}") from None
-        return cls(check_id(parts[2], "gate"), check_id(parts[3], "unit or lane"), kind)
+        return _parse(topic)
+
+
+@functools.lru_cache(maxsize=4096)
+def _parse(topic: str) -> Topic:
+    """Every message's topic is parsed, and a gate has few: the result is kept (a bad topic is not, it raises)."""
+    parts = topic.split("/")
+    if len(parts) != 5 or "/".join(parts[:2]) != PREFIX:
+        raise WireError("bad_topic", f"{topic!r} is not {PREFIX}/<gate>/<unit>/<kind>")
+    try:
+        kind = TopicKind(parts[4])
+    except ValueError:
+        raise WireError("bad_topic", f"unknown topic kind {parts[4]!r}") from None
+    return Topic(check_id(parts[2], "gate"), check_id(parts[3], "unit or lane"), kind)

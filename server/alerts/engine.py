@@ -58,6 +58,9 @@ class AlertEngine:
         self._health_hooks = [r.on_health for r in rules if _implements(r, "on_health")]
         self._silence_hooks = [r.on_silence for r in rules if _implements(r, "on_silence")]
         self._gates = GateColour()
+        #: gates whose colour must be judged at their next record even if its lane did not change:
+        #: a new lane joined, or a restored state has not been judged against the live queues yet
+        self._gate_unjudged: set[str] = set()
         self.now: datetime | None = None
         self.changed: set[LaneKey] = set()
 
@@ -100,6 +103,7 @@ class AlertEngine:
         ln = self._lane(message.gate, message.lane)
         self.changed.discard(key)  # the broker already holds exactly this state
         ln.wait_s = message.expected_wait_s
+        self._gate_unjudged.add(message.gate)
         for a in message.active:
             if a.rule == GATE_LEVEL:
                 self._gates.restore(message.gate, a)
@@ -137,6 +141,7 @@ class AlertEngine:
         ln.units.add(unit)
         if ln.last_start is not None and r.window_start <= ln.last_start:
             return []  # a re-delivered or late window: its effect is already in the state
+        before = (ln.queue, ln.wait_s)
         start, end = r.window_start, r.window_start + timedelta(seconds=r.window_s)
         gap = ln.last_end is not None and start - ln.last_end > timedelta(seconds=r.window_s / 2)
         ln.last_start, ln.last_end = start, end
@@ -147,6 +152,12 @@ class AlertEngine:
             events += hook(ln, window)
         for hook in self._record_hooks:
             events += hook(ln, window)
+        if (ln.queue, ln.wait_s) == before and r.gate not in self._gate_unjudged:
+            # the colour is a function of the lanes' queues and waits and the colour before: judged
+            # again with none of them changed it stays as it is, so only a change pays for the sum
+            # over the gate's lanes
+            return events
+        self._gate_unjudged.discard(r.gate)
         lanes = self._gate_lanes[r.gate]
         colour = self._gates.judge(r.gate, self.config.gate_level(r.gate), lanes, end)
         if colour:
@@ -180,6 +191,7 @@ class AlertEngine:
         if key not in self._lanes:
             self._lanes[key] = Lane(gate, lane, self.config.lane_rules(gate, lane))
             self._gate_lanes.setdefault(gate, []).append(self._lanes[key])
+            self._gate_unjudged.add(gate)
             self.changed.add(key)
         return self._lanes[key]
 

@@ -69,7 +69,7 @@ def test_provisioned_unit_reaches_provisioned_server(secure_broker: SecureBroker
     server_raw.update(port=secure_broker.server_port, tls_ca_file=str(server_dir / "tls" / "ca.crt"))
     server_cfg = MqttConfig.model_validate(server_raw)
     monkeypatch.setenv(SERVER_PASSWORD_ENV, env_value(server_dir / "server.env", SERVER_PASSWORD_ENV))
-    inbox: queue.Queue[Received] = queue.Queue()
+    inbox: queue.SimpleQueue[Received] = queue.SimpleQueue()
     sub = Subscriber(server_cfg, inbox)
     sub.start()
     try:
