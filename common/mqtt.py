@@ -68,21 +68,24 @@ def _fast_publish_decode() -> None:
     decode_publish.paho = paho_decode  # type: ignore[attr-defined]
     _packet.decode_publish = decode_publish
 
-    # A PUBACK of a delivered message is just its packet id (the broker leaves out a success reason
-    # code and empty properties), yet paho builds a ReasonCode and a Properties for each: every
-    # record a unit sends and every dead letter the server publishes pays for them. Such a PUBACK
-    # gets one shared "Success" and one shared empty Properties, which on_publish callbacks only read.
+    # A PUBACK of a delivered message is its packet id, and at most a reason code that is not a
+    # failure (the broker leaves out empty properties), yet paho builds a ReasonCode and a Properties
+    # for each: every record a unit sends and every dead letter the server publishes pays for them.
+    # Such a PUBACK gets a shared ReasonCode and a shared empty Properties, which on_publish callbacks
+    # only read.
     from paho.mqtt.packettypes import PacketTypes
     from paho.mqtt.properties import Properties
     from paho.mqtt.reasoncodes import ReasonCode
 
     paho_puback = _packet.decode_puback
-    success = ReasonCode(PacketTypes.PUBACK)
     no_properties = Properties(PacketTypes.PUBACK)  # type: ignore[no-untyped-call]
+    #: success, and "no matching subscribers" (the broker's word for a dead letter nobody reads yet)
+    plain = {code: ReasonCode(PacketTypes.PUBACK, identifier=code) for code in (0x00, 0x10)}
 
     def decode_puback(header: int, packet: bytes | bytearray, protocol: MQTTProtocolVersion) -> _packet.PubackPacket:
-        if len(packet) == 2:
-            return _packet.PubackPacket(mid=(packet[0] << 8) | packet[1], reason=success, properties=no_properties)
+        if len(packet) == 2 or (len(packet) == 3 and packet[2] in plain and protocol == v5):
+            return _packet.PubackPacket(mid=(packet[0] << 8) | packet[1], reason=plain[packet[2] if len(packet) == 3
+                                        else 0], properties=no_properties)
         return paho_puback(header, packet, protocol)
 
     decode_puback.paho = paho_puback  # type: ignore[attr-defined]

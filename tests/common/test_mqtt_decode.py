@@ -84,3 +84,12 @@ def test_a_refusing_puback_and_a_short_one_go_to_paho() -> None:
     assert refused.mid == 7 and refused.reason.is_failure and refused.reason.value == 0x87
     with pytest.raises(MalformedPacket):
         _packet.decode_puback(0x40, bytearray(b"\x00"), V5)
+
+
+@pytest.mark.parametrize("code", [0x00, 0x10])
+def test_a_puback_with_a_plain_reason_code_reads_as_paho_does(code: int) -> None:
+    packet = bytearray(b"\x01\x02" + bytes([code]))
+    ours = _packet.decode_puback(0x40, packet, V5)
+    paho = _packet.decode_puback.paho(0x40, packet, V5)  # type: ignore[attr-defined]
+    assert ours.mid == paho.mid == 258 and ours.reason == paho.reason and ours.reason.value == code
+    assert not ours.reason.is_failure
