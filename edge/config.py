@@ -335,6 +335,17 @@ class CountingConfig(_Strict):
         description="a crossing's class is the track's majority class this long after it crossed",
     )
     id_switch_guard_dist: float = Field(0.06, ge=0, le=1, title="Id-switch guard distance")
+    min_track_s: float = Field(
+        0.4, ge=0, le=5, title="Shortest counted track",
+        description="a crossing counts only if its track was seen over at least this many seconds by the time "
+        "its class settles; shorter tracks are ghost boxes (compression blocks, a vehicle's shadow)",
+    )
+    min_seen_share: float = Field(
+        0.25, ge=0, le=1, title="Least seen share",
+        description="a crossing counts only if its track was detected in at least this share of the processed "
+        "frames between its first and latest detection; a ghost flickers in and out and the tracker carries it "
+        "across the line on its prediction",
+    )
     events: bool = Field(False, title="Publish per-crossing events")
 
 

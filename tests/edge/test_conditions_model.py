@@ -37,6 +37,12 @@ CELLS = [
     ("jpeg", "degirum_Traffic.mp4", "down", None),
     ("jpeg", "opencv4nodejs_traffic.mp4", "right", OPEN + "16 of 17±1, but 11 of them 'truck' (blocky overhead cars)"),
     ("jpeg", "opencv4nodejs_traffic.mp4", "left", OPEN + "8 of 10±1 (far lanes)"),
+    ("jpeg", "bgslibrary_dataset_video03.avi", "down", OPEN + "29 of 28±1, but 7 of them 'truck' (1 by hand)"),
+]
+#: cells whose count is right but whose classes are not (yet): the count alone is asserted here, so a
+#: regression of the count fails even while the whole cell is a strict xfail above
+COUNT_ONLY = [
+    ("jpeg", "bgslibrary_dataset_video03.avi", "down"),  # 32 before ghost tracks stopped counting (round 3)
 ]
 
 
@@ -64,3 +70,10 @@ def test_row_within_tolerance_under_condition(condition: str, clip: str, directi
     print(got)
     assert r.ok, got
     assert r.classes_ok, got
+
+
+@pytest.mark.parametrize("condition, clip, direction", COUNT_ONLY,
+                         ids=[f"{c}-{v.split('_')[0]}-{d}" for c, v, d in COUNT_ONLY])
+def test_count_within_tolerance_under_condition(condition: str, clip: str, direction: str) -> None:
+    (r,) = [r for r in results(condition, clip) if r.row.direction == direction]
+    assert r.ok, f"{clip} {direction} under {condition}: {r.total} vs {r.row.total}±{r.row.tolerance}"

@@ -228,3 +228,55 @@ def test_class_policy_rejects_a_typo() -> None:
         ClassPolicy.model_validate({"relabel": {"bus": "lorry"}})
     with pytest.raises(ValidationError):
         ClassPolicy.model_validate({"long_box": 2.0})
+
+
+def _seen_every(k: int, frames: list[list[Obs]]) -> list[list[Obs]]:
+    """The same track detected only in every k-th processed frame (a flickering box)."""
+    return [obs if i % k == 0 else [] for i, obs in enumerate(frames)]
+
+
+def _count_at(frames: Sequence[Sequence[Obs]], fps: float, counting: CountingConfig | None = None) -> int:
+    counter = LaneCounter(lane(band=0.03), counting or CountingConfig(), *SIZE)
+    got = []
+    for i, obs in enumerate(frames):
+        got += counter.update(frame(obs), i / fps)
+    got += counter.flush()
+    return len(got)
+
+
+@pytest.mark.parametrize(
+    "frames, fps, expected",
+    [
+        (path(1, ramp(300, 700)), 10.0, 1),  # seen in every frame for 2 s
+        (_seen_every(2, path(1, ramp(300, 700))), 10.0, 1),  # every other frame: a weakly detected car
+        (_seen_every(3, path(1, ramp(300, 700))), 10.0, 1),  # every third frame: still a vehicle
+        (_seen_every(5, path(1, ramp(300, 700, 10.0))), 10.0, 0),  # 1 frame in 5 across the line: a ghost
+        (path(1, ramp(400, 560, 40.0)), 10.0, 1),  # fast: across in 0.4 s, seen every frame
+        (path(1, ramp(440, 560, 40.0)), 10.0, 0),  # seen for 0.3 s: a ghost
+        (path(1, ramp(200, 800, 200.0)), 5.0, 1),  # 5 frames/s, seen in its 4 processed frames over 0.6 s
+        (path(1, ramp(400, 600, 200.0)), 5.0, 0),  # 5 frames/s, two frames 0.2 s apart: too short to tell
+    ],
+    ids=["every frame", "every 2nd frame", "every 3rd frame", "every 5th frame", "fast, 0.4 s", "brief, 0.3 s",
+         "5 fps, 0.6 s", "5 fps, 0.2 s"],
+)
+def test_ghost_tracks_do_not_count(frames: list[list[Obs]], fps: float, expected: int) -> None:
+    assert _count_at(frames, fps) == expected
+
+
+@pytest.mark.parametrize("frames", [_seen_every(5, path(1, ramp(300, 700, 10.0))), path(1, ramp(440, 560, 40.0))],
+                         ids=["flickering", "brief"])
+def test_ghost_rule_can_be_switched_off(frames: list[list[Obs]]) -> None:
+    assert _count_at(frames, 10.0, CountingConfig(min_track_s=0, min_seen_share=0)) == 1
+
+
+def test_a_ghost_dropped_at_settle_never_counts_later() -> None:
+    """The flickering track is dropped when its crossing settles; densely seen afterwards (it is the same
+    box id), it still cannot count again: one crossing per track, counted or dropped."""
+    ghost = _seen_every(5, path(1, ramp(300, 700, 10.0)))
+    then = path(1, ramp(700, 300)) + path(1, ramp(300, 700))
+    counter = LaneCounter(lane(band=0.03), CountingConfig(), *SIZE)
+    got = []
+    for i, obs in enumerate(ghost + then):
+        got += counter.update(frame(obs), i / 10.0)
+    got += counter.flush()
+    assert got == [] and counter.ghosts == 1
