@@ -56,20 +56,33 @@ def test_classes_are_sane(results: list[EvalResult]) -> None:
         assert r.by_class[VehicleClass.BUS] == 0 and r.by_class[VehicleClass.MOTORBIKE] == 0, r.row.video
 
 
-def test_jittery_top_down_camera_counts_only_the_car_that_drives_across() -> None:
+@pytest.fixture(scope="module")
+def top_down() -> EvalResult:
     """intel_car-detection: a parking lot seen from straight above, with frame jitter.
 
     Stock COCO models see no vehicles from above; with the vehicle-only head the parked cars are
-    detected, so this is where jitter could fake crossings. Checked by eye on the frames: one grey
-    car drives down the lot across the middle line at about 15.5-16 s; every other car is parked.
-    Exactly that one car may count.
+    detected, so this is where jitter could fake crossings. Checked by eye on the frames: two cars
+    drive down the lot across the middle line, a grey one at about 15.5-16 s and a white one at
+    about 26.2 s (it comes in at the top edge at 25.6 s and is gone at the bottom by 28 s); every
+    other car is parked. (Until 2026-12-01 this said one car: the white one was missed by eye too.)
     """
     clip = shared_data.footage("intel_car-detection.mp4")
-    row = TruthRow(clip.name, ((0.0, 0.5), (1.0, 0.5)), "down", 1, {}, 0, "")
+    row = TruthRow(clip.name, ((0.0, 0.5), (1.0, 0.5)), "down", 2, {}, 0, "")
     (result,) = evaluate(clip.parent, ModelConfig(path=shared_data.model()), make_tracker, [row])
     assert result.frames == 377
-    assert result.total == 1
-    assert result.by_class[VehicleClass.CAR] == 1
+    return result
+
+
+def test_jittery_top_down_camera_fakes_no_crossing(top_down: EvalResult) -> None:
+    """Parked cars jitter but never cross: at most the two cars that drive across count, all as cars."""
+    assert 1 <= top_down.total <= 2
+    assert top_down.by_class[VehicleClass.CAR] == top_down.total
+
+
+@pytest.mark.xfail(strict=True, reason="counts 1 of 2: the white car is in view for only ~0.7 s before it crosses, "
+                   "at the top edge, and its track does not reach the line (heavy JPEG happens to catch it)")
+def test_jittery_top_down_camera_counts_both_cars_that_drive_across(top_down: EvalResult) -> None:
+    assert top_down.total == 2
 
 
 def test_replay_end_to_end(tmp_path: Path) -> None:
