@@ -200,6 +200,7 @@ def run_row(tmp: Path, mq_port: int, influx: Influx1, units: int, records: int, 
     assert server.proc is not None
     ps = psutil.Process(server.proc.pid)
     peak = 0.0
+    pubs: UnitPublishers | None = None
     try:
         # the server's subscription must exist before the first publish
         try:
@@ -251,7 +252,7 @@ def run_row(tmp: Path, mq_port: int, influx: Influx1, units: int, records: int, 
         cpu_s = sum(ps.cpu_times()[:2]) - cpu0
         sender.join()
     finally:
-        if "pubs" in locals():
+        if pubs is not None:
             pubs.stop()
         server.stop()
     return Row(units, len(msgs), seconds, latencies, peak, len(traffic) - len(msgs), cpu_s)
