@@ -346,6 +346,12 @@ class CountingConfig(_Strict):
         "frames between its first and latest detection; a ghost flickers in and out and the tracker carries it "
         "across the line on its prediction",
     )
+    born_across: bool = Field(
+        True, title="Count vehicles first seen across the line",
+        description="a track whose first box already lies across the line (its reference point past the band, "
+        "its other end still before the line) counts once it moves a band-width further away: a weakly "
+        "seen vehicle (night, monochrome, heavy compression) is often first detected halfway over the line",
+    )
     events: bool = Field(False, title="Publish per-crossing events")
 
 

@@ -13,7 +13,11 @@ a tracker id switch right at the line must not add a second count. So:
 - each detection votes for a class through the lane's class policy (e.g. bus -> truck on a
   freight lane), and the crossing's class is the weighted majority of the track's votes;
 - a crossing counts only if its track looks like a vehicle, not a ghost: seen over at least
-  `min_track_s` and detected in at least `min_seen_share` of the processed frames of its life.
+  `min_track_s` and detected in at least `min_seen_share` of the processed frames of its life;
+- a vehicle first seen with its box already across the line (a dark, monochrome or heavily
+  compressed car is often detected only halfway over it) counts once it moves on away from the
+  line, unless its box is another vehicle's (it overlaps a box of its frame, or the last box of a
+  track that already counted) or counting has only just started (`born_across`).
 """
 
 from __future__ import annotations
@@ -29,6 +33,25 @@ from wire.payloads import VehicleClass
 #: how far past the segment ends a crossing still counts, as a share of the segment length
 SEGMENT_MARGIN = 0.05
 SPEED_SMOOTHING = 0.5
+#: two boxes are one vehicle's when their intersection covers this share of the smaller one
+SAME_VEHICLE_OVERLAP = 0.3
+#: a vehicle already across the line when counting starts was not seen crossing: the first this
+#: many seconds of a stream do not start across-the-line tracks (`CountingConfig.born_across`)
+SETTLING_S = 1.0
+
+
+Box = tuple[float, float, float, float]
+
+
+def _box(xyxy: FloatArray) -> Box:
+    x1, y1, x2, y2 = (float(v) for v in xyxy)
+    return x1, y1, x2, y2
+
+
+def _same_vehicle(a: Box, b: Box) -> bool:
+    inter = max(0.0, min(a[2], b[2]) - max(a[0], b[0])) * max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
+    smaller = min((a[2] - a[0]) * (a[3] - a[1]), (b[2] - b[0]) * (b[3] - b[1]))
+    return inter > SAME_VEHICLE_OVERLAP * smaller
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,7 +80,9 @@ class TrackState:
     zone_enter: float | None = None
     in_zone: bool = False
     pending: Crossing | None = None  # counted, class not yet settled
-    born_at: float | None = None  # signed distance to the line when first seen inside the band
+    born_at: float | None = None  # signed distance to the line when first seen inside the band or across it
+    born_across: bool = False  # first box lay across the line with its reference point beyond the band
+    box: Box = (0.0, 0.0, 0.0, 0.0)  # latest box, px
     first_frame: int = 0  # processed-frame numbers (the counter's own): how often it was seen while alive
     last_frame: int = 0
     seen: int = 0
@@ -84,10 +109,13 @@ class LaneCounter:
         self.tracks: dict[int, TrackState] = {}
         self._guard_px = counting.id_switch_guard_dist * self.line.diag
         self._frame = 0  # processed frames so far: the denominator of a track's seen share
+        self._t0: float | None = None  # time of the first processed frame
         self.ghosts = 0  # crossings dropped as ghost tracks (`_is_ghost`), for debugging and tests
 
     def update(self, dets: Detections, t: float) -> list[Crossing]:
         self._frame += 1
+        if self._t0 is None:
+            self._t0 = t
         points = dets.reference_points()
         seen = {int(i) for i in dets.track_id}
         new: list[int] = []
@@ -100,7 +128,7 @@ class LaneCounter:
         for k in new:
             tid = int(dets.track_id[k])
             x, y = float(points[k][0]), float(points[k][1])
-            state = self._inherit(tid, x, y, t, seen) or self._new_track(tid, x, y, t)
+            state = self._inherit(tid, x, y, t, seen) or self._new_track(tid, x, y, t, dets, k)
             self.tracks[tid] = state
             self._observe(state, dets, k, points, t)
         crossings = self._settle(t)
@@ -144,12 +172,30 @@ class LaneCounter:
         """Crossings still settling, e.g. at the end of a replayed file."""
         return self._settle(0.0, force=True)
 
-    def _new_track(self, tid: int, x: float, y: float, t: float) -> TrackState:
+    def _new_track(self, tid: int, x: float, y: float, t: float, dets: Detections, k: int) -> TrackState:
         state = TrackState(tid, t, t, x, y, first_frame=self._frame, last_frame=self._frame)
         d = self.line.signed_distance(x, y)
         if abs(d) <= self.line.band:
             state.born_at = d  # first seen on the line: at stream start, or out from behind another vehicle
+        elif self.cfg.born_across and self._settled(t) and self._across(dets, k, d):
+            state.born_at, state.born_across = d, True
         return state
+
+    def _settled(self, t: float) -> bool:
+        return self._t0 is not None and t - self._t0 >= SETTLING_S
+
+    def _across(self, dets: Detections, k: int, d: float) -> bool:
+        """The box reaches back over the line from the side its reference point is on, and is a
+        vehicle of its own: not a box around two tracked vehicles side by side, nor a second box
+        on one (both overlap another box of the frame), nor a vehicle that already counted under
+        an id the tracker has just dropped (its box jumped, or it stood there unseen)."""
+        box = _box(dets.xyxy[k])
+        corners = [self.line.signed_distance(cx, cy) for cx in (box[0], box[2]) for cy in (box[1], box[3])]
+        if not (min(corners) < 0 if d > 0 else max(corners) > 0):
+            return False
+        if any(_same_vehicle(box, _box(dets.xyxy[j])) for j in range(len(dets)) if j != k):
+            return False
+        return not any(old.counted and _same_vehicle(box, old.box) for old in self.tracks.values())
 
     def _inherit(self, tid: int, x: float, y: float, t: float, seen: set[int]) -> TrackState | None:
         """Id-switch guard: take over the state of a track that vanished within the guard time
@@ -192,6 +238,7 @@ class LaneCounter:
         s.seen += 1
         s.last_frame = self._frame
         x1, y1, x2, y2 = (float(v) for v in dets.xyxy[k])
+        s.box = (x1, y1, x2, y2)
         w, h = max(0.0, x2 - x1), max(0.0, y2 - y1)
         along, across = self.line.travel_extents(w, h)
         cls = self.lane.classes.vote_class(dets.vehicle_class[k], along, across)
@@ -204,6 +251,18 @@ class LaneCounter:
         if side == 0:
             return
         from_side = s.side
+        if from_side == 0 and s.born_across and s.born_at is not None:
+            # first seen across the line: it crossed if it goes on away from the line, not if it
+            # turns out to be coming towards it (then it counts when it crosses, as any track)
+            toward = 1 if s.born_at > 0 else -1
+            moved = (self.line.signed_distance(x, y) - s.born_at) * toward
+            if moved >= self.line.band:
+                from_side = -side
+            elif moved <= -self.line.band:
+                s.born_across = False
+                from_side = toward
+            else:
+                return
         # first seen inside the band: it crossed if it moved a band-width through the line
         if (
             from_side == 0

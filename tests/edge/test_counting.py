@@ -10,6 +10,7 @@ from pydantic import ValidationError
 
 from edge.config import ClassPolicy, CountingConfig, LaneConfig, LineConfig
 from edge.stages.counting import LaneCounter
+from edge.stages.detections import Detections
 from tests.edge.tracks import SIZE, Obs, frame, merge, path
 from wire.payloads import VehicleClass
 
@@ -280,3 +281,69 @@ def test_a_ghost_dropped_at_settle_never_counts_later() -> None:
         got += counter.update(frame(obs), i / 10.0)
     got += counter.flush()
     assert got == [] and counter.ghosts == 1
+
+
+# First seen across the line: a weakly seen vehicle (night, monochrome camera, heavy compression) is
+# often detected only when it is already halfway over the line. Boxes 80 x 100 px: a box whose
+# reference point (bottom-centre) is at y=560, 60 px past the line and beyond the 42 px band, reaches
+# back to y=460, over the line.
+TALL = (80.0, 100.0)
+EMPTY_ROAD: list[list[Obs]] = [[] for _ in range(15)]  # 1.5 s with nothing on the road: counting has settled
+
+
+def _count_boxes(frames: Sequence[Sequence[Obs]], counting: CountingConfig | None = None,
+                 box: tuple[float, float] = TALL, extra: dict[int, tuple[float, float, float, float, int]] | None = None
+                 ) -> list[tuple[str, str]]:
+    """Like `run`, with tall boxes; `extra` adds, per frame index, one more box (x1, y1, x2, y2, id)."""
+    counter = LaneCounter(lane(band=0.03), counting or CountingConfig(), *SIZE)
+    got = []
+    for i, obs in enumerate(frames):
+        dets = frame(obs, box=box)
+        if extra and i in extra:
+            x1, y1, x2, y2, tid = extra[i]
+            dets = Detections.from_lists([*map(tuple, dets.xyxy.tolist()), (x1, y1, x2, y2)],
+                                         [*map(int, dets.track_id), int(tid)],
+                                         [*dets.vehicle_class, VehicleClass.CAR],
+                                         [*map(float, dets.confidence), 0.9], SIZE)
+        got += counter.update(dets, i / FPS)
+    got += counter.flush()
+    return [(c.direction, c.vehicle_class.value) for c in got]
+
+
+@pytest.mark.parametrize(
+    "frames, expected",
+    [
+        (EMPTY_ROAD + path(1, ramp(560, 900)), [("down", "car")]),
+        (EMPTY_ROAD + path(1, ramp(560, 300)), [("up", "car")]),
+        (path(1, ramp(560, 900)), []),
+        (EMPTY_ROAD + path(1, [560.0] * 30), []),
+        (EMPTY_ROAD + path(1, ramp(560, 900), x=60.0) + [[]] * 5 + path(2, ramp(560, 900), x=60.0),
+         [("down", "car")] * 2),
+        (EMPTY_ROAD + path(1, ramp(300, 560)) + [[] for _ in range(20)] + path(2, [570.0] * 5 + ramp(590, 900)),
+         [("down", "car")]),
+        (EMPTY_ROAD + path(1, ramp(600, 900)), []),
+        (EMPTY_ROAD + path(1, ramp(595, 535, 15.0) + ramp(535, 900)), []),
+    ],
+    ids=["drives on: counts", "comes towards the line: counts once, when it crosses", "at stream start: not seen "
+         "crossing", "parked across the line", "two vehicles, one after the other", "counted, stood unseen for 2 s, "
+         "seen again under a new id: once", "whole box past the line: not across",
+         "across, heading for the line, turns back: no count"],
+)
+def test_vehicle_first_seen_across_the_line(frames: list[list[Obs]], expected: list[tuple[str, str]]) -> None:
+    assert sorted(_count_boxes(frames)) == sorted(expected)
+
+
+def test_first_seen_across_the_line_can_be_switched_off() -> None:
+    assert _count_boxes(EMPTY_ROAD + path(1, ramp(560, 900)), CountingConfig(born_across=False)) == []
+
+
+@pytest.mark.parametrize("first", [11, 14], ids=["while they cross", "after they counted"])
+def test_a_box_around_two_tracked_vehicles_does_not_count(first: int) -> None:
+    """Two cars side by side cross the line, and the detector also puts one box around both, 40 px
+    lower (a new id, its reference point past the band, its top over the line). Only the two cars count:
+    the wrapper overlaps boxes of its own frame, and later the boxes of tracks that counted."""
+    pair = merge(path(1, ramp(300, 900), x=400.0), path(2, ramp(300, 900), x=520.0))
+    start = len(EMPTY_ROAD) + first  # the cars at y = 520 (in the band) or 580 (counted)
+    y0 = 300.0 + 20 * first
+    extra = {start + i: (340.0, y0 - 80 + 20 * i, 580.0, y0 + 40 + 20 * i, 9) for i in range(12)}
+    assert _count_boxes(EMPTY_ROAD + pair, extra=extra) == [("down", "car"), ("down", "car")]
