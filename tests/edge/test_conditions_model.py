@@ -18,6 +18,7 @@ from edge.devtools.evaluation import evaluate
 from edge.devtools.truth import EvalResult, read_ground_truth
 from edge.pipeline import make_tracker
 from tests import shared_data
+from wire.payloads import VehicleClass
 
 pytestmark = [pytest.mark.model, pytest.mark.slow]
 
@@ -34,15 +35,21 @@ CELLS = [
     ("dark", "degirum_Traffic.mp4", "down", None),
     ("dark", "dusk_rain_highway_vid2.mp4", "down", None),  # held out: never tuned on
     ("dark", "dusk_rain_highway_vid2.mp4", "up", None),
+    ("gray", "opencv4nodejs_traffic.mp4", "right", OPEN + "15 of 17±1 (two dark cars the model never finds in "
+     "monochrome)"),
     ("jpeg", "degirum_Traffic.mp4", "down", None),
     ("jpeg", "opencv4nodejs_traffic.mp4", "right", OPEN + "16 of 17±1, but 11 of them 'truck' (blocky overhead cars)"),
     ("jpeg", "opencv4nodejs_traffic.mp4", "left", OPEN + "8 of 10±1 (far lanes)"),
     ("jpeg", "bgslibrary_dataset_video03.avi", "down", OPEN + "29 of 28±1, but 7 of them 'truck' (1 by hand)"),
 ]
-#: cells whose count is right but whose classes are not (yet): the count alone is asserted here, so a
-#: regression of the count fails even while the whole cell is a strict xfail above
-COUNT_ONLY = [
-    ("jpeg", "bgslibrary_dataset_video03.avi", "down"),  # 32 before ghost tracks stopped counting (round 3)
+#: what each open cell above counts today (total, and "truck" calls where the classes are the problem):
+#: an open cell may get better, never worse, so a regression fails even while the cell is a strict xfail
+TODAY = [
+    ("dark", "opencv4nodejs_traffic.mp4", "left", 7, None),
+    ("gray", "opencv4nodejs_traffic.mp4", "right", 15, None),  # 12 before counting.born_across (round 4)
+    ("jpeg", "opencv4nodejs_traffic.mp4", "right", 16, 11),
+    ("jpeg", "opencv4nodejs_traffic.mp4", "left", 8, None),
+    ("jpeg", "bgslibrary_dataset_video03.avi", "down", 29, 7),  # 32 before ghost tracks stopped counting
 ]
 
 
@@ -72,8 +79,15 @@ def test_row_within_tolerance_under_condition(condition: str, clip: str, directi
     assert r.classes_ok, got
 
 
-@pytest.mark.parametrize("condition, clip, direction", COUNT_ONLY,
-                         ids=[f"{c}-{v.split('_')[0]}-{d}" for c, v, d in COUNT_ONLY])
-def test_count_within_tolerance_under_condition(condition: str, clip: str, direction: str) -> None:
+@pytest.mark.parametrize("condition, clip, direction, total, trucks", TODAY,
+                         ids=[f"{c}-{v.split('_')[0]}-{d}" for c, v, d, _, _ in TODAY])
+def test_open_cell_is_no_worse_than_today(condition: str, clip: str, direction: str, total: int,
+                                          trucks: int | None) -> None:
     (r,) = [r for r in results(condition, clip) if r.row.direction == direction]
-    assert r.ok, f"{clip} {direction} under {condition}: {r.total} vs {r.row.total}±{r.row.tolerance}"
+    assert r.row.total is not None
+    got = f"{clip} {direction} under {condition}: {r.total} vs {r.row.total}±{r.row.tolerance} " + str(
+        {c.value: n for c, n in r.by_class.items() if n}
+    )
+    assert abs(r.total - r.row.total) <= abs(total - r.row.total), got
+    if trucks is not None:
+        assert r.by_class[VehicleClass.TRUCK] <= trucks, got
