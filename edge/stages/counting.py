@@ -254,13 +254,13 @@ class LaneCounter:
         if from_side == 0 and s.born_across and s.born_at is not None:
             # first seen across the line: it crossed if it goes on away from the line, not if it
             # turns out to be coming towards it (then it counts when it crosses, as any track)
-            toward = 1 if s.born_at > 0 else -1
-            moved = (self.line.signed_distance(x, y) - s.born_at) * toward
-            if moved >= self.line.band:
+            born_side = 1 if s.born_at > 0 else -1
+            moved_away = (self.line.signed_distance(x, y) - s.born_at) * born_side
+            if moved_away >= self.line.band:
                 from_side = -side
-            elif moved <= -self.line.band:
+            elif moved_away <= -self.line.band:
                 s.born_across = False
-                from_side = toward
+                from_side = born_side
             else:
                 return
         # first seen inside the band: it crossed if it moved a band-width through the line
